@@ -51,7 +51,9 @@ def redis_url() -> str:
     """``redis://`` URL of the dev Redis; fails with the fix when it is not running."""
     import redis
 
-    url = _recorded("STREAMDRIFT_TEST_REDIS", RUN_DIR / "redis" / "port", "redis://127.0.0.1:{port}/0")
+    url = _recorded(
+        "STREAMDRIFT_TEST_REDIS", RUN_DIR / "redis" / "port", "redis://127.0.0.1:{port}/0"
+    )
     try:
         if url is None:
             raise redis.ConnectionError("no Redis recorded")
