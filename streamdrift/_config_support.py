@@ -15,7 +15,9 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from streamdrift.errors import ConfigError
 
 PREFIX = "STREAMDRIFT_"
-NOT_OVERRIDES = frozenset({"STREAMDRIFT_CONFIG"})
+# Variables with our prefix that are not config overrides: the config path for entry points,
+# and the dev-stack scripts' directories (scripts/_common.sh).
+NOT_OVERRIDES = frozenset({"STREAMDRIFT_CONFIG", "STREAMDRIFT_RUN_DIR", "STREAMDRIFT_CACHE_DIR"})
 _MISSING = object()
 Loc = tuple[str | int, ...]
 

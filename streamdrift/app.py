@@ -60,6 +60,8 @@ def process_records(
     """Decode and detect one batch of a task; advances the task's position."""
     started = time.perf_counter()
     decoded = task.bank.decoder.decode_batch(records)
+    for model, feature, ftype in decoded.new_types:
+        log.info("%s: model %r feature %r inferred as %s", task.id, model, feature, ftype)
     observer = metrics.update_detector_gauges if metrics is not None else None
     alerts = task.bank.process(decoded, observer=observer)
     task.next_offset = records[-1].offset + 1

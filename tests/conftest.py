@@ -30,7 +30,7 @@ def _recorded(env_var: str, port_file: Path, fmt: str) -> str | None:
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     """``host:port`` of the dev broker; fails with the fix when it is not running."""
-    bootstrap = _recorded("STREAMDRIFT_TEST_KAFKA", RUN_DIR / "kafka" / "port", "127.0.0.1:{port}")
+    bootstrap = _recorded("SD_TEST_KAFKA", RUN_DIR / "kafka" / "port", "127.0.0.1:{port}")
     if bootstrap is None or not kafka_is_ready(bootstrap):
         pytest.fail(
             f"Kafka is not running{f' on {bootstrap}' if bootstrap else ''}: start it with "
@@ -52,7 +52,7 @@ def redis_url() -> str:
     import redis
 
     url = _recorded(
-        "STREAMDRIFT_TEST_REDIS", RUN_DIR / "redis" / "port", "redis://127.0.0.1:{port}/0"
+        "SD_TEST_REDIS", RUN_DIR / "redis" / "port", "redis://127.0.0.1:{port}/0"
     )
     try:
         if url is None:

@@ -466,3 +466,10 @@ def test_check_config_missing_file_is_one_line(
 def test_check_config_debug_shows_the_exception(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         main(["--debug", "check-config", str(tmp_path / "none.yaml")])
+
+
+def test_dev_stack_variables_are_not_config_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("kafka:\n  input_topics: [t]\n")
+    env = {"STREAMDRIFT_RUN_DIR": "/tmp/x", "STREAMDRIFT_CACHE_DIR": "/tmp/y"}
+    assert load_config(path, env=env).kafka.input_topics == ["t"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -284,4 +283,3 @@ def test_two_instances_split_partitions_then_one_takes_over(
     for bank, end in zip(banks, ends, strict=True):
         assert bank.counters.n_events == end
         assert bank.counters.offset_sum == end * (end - 1) // 2
-    time.sleep(0)
