@@ -100,6 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"streamdrift: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        # The reader went away (`streamdrift replay | head`): not an error of ours.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except OSError as exc:
         if args.debug:
             raise

@@ -7,7 +7,6 @@ import struct
 from operator import length_hint
 from typing import Any, ClassVar, Self
 
-import numpy as np
 import numpy.typing as npt
 from river._river_rust.drift import AdaptiveWindowing
 
@@ -18,6 +17,7 @@ from streamdrift.detectors.base import (
     UpdateResult,
     as_float_array,
     check_state,
+    finite_part,
 )
 from streamdrift.errors import StateError
 
@@ -129,12 +129,7 @@ class ADWIN:
             1-D array of values; positions in the result index into it.
         """
         arr = as_float_array(values)
-        finite = np.isfinite(arr)
-        if finite.all():
-            x, where = arr, None
-        else:
-            where = np.flatnonzero(finite)
-            x = arr[where]
+        x, where = finite_part(arr)
         xs = x.tolist()
         total = len(xs)
         it = iter(xs)

@@ -36,6 +36,7 @@ __all__ = [
     "UpdateResult",
     "as_float_array",
     "check_state",
+    "finite_part",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -106,6 +107,20 @@ def as_float_array(values: npt.ArrayLike, ndim: int = 1) -> FloatArray:
     if arr.ndim != ndim:
         raise ValueError(f"expected a {ndim}-D array of values, got shape {arr.shape}")
     return arr
+
+
+def finite_part(arr: FloatArray) -> tuple[FloatArray, npt.NDArray[np.intp] | None]:
+    """The finite values of ``arr`` and their positions in it (``None``: all are finite).
+
+    Detectors feed only the first into their statistic and map firings back with the second.
+
+    >>> finite_part(np.array([1.0, np.nan, 3.0, np.inf]))
+    (array([1., 3.]), array([0, 2]))
+    """
+    if np.isfinite(arr).all():
+        return arr, None
+    where = np.flatnonzero(np.isfinite(arr))
+    return arr[where], where
 
 
 def check_state(state: Any, kind: str, versions: tuple[int, ...]) -> StateDoc:

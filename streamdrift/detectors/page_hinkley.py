@@ -15,6 +15,7 @@ from streamdrift.detectors.base import (
     UpdateResult,
     as_float_array,
     check_state,
+    finite_part,
 )
 from streamdrift.errors import StateError
 
@@ -179,12 +180,7 @@ class PageHinkley:
             1-D array of values; positions in the result index into it.
         """
         arr = as_float_array(values)
-        finite = np.isfinite(arr)
-        if finite.all():
-            x, where = arr, None
-        else:
-            where = np.flatnonzero(finite)
-            x = arr[where]
+        x, where = finite_part(arr)
         signals: list[Signal] = []
         pos, total = 0, x.size
         while pos < total:
