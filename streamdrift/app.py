@@ -339,20 +339,20 @@ class Service:
         self._update_lag()
 
     def _update_lag(self) -> None:
+        """Lag per owned partition from the high watermark the last fetch reported (no request)."""
         if self.metrics is None or not self.tasks:
             return
-        try:
-            from kafka import TopicPartition
+        from kafka import TopicPartition
 
-            tps = [TopicPartition(t.topic, t.partition) for t in self.tasks]
-            ends = self.consumer.end_offsets(tps) if self._since_checkpoint == 0 else None
-        except Exception:
-            return
-        if ends:
-            for tp, end in ends.items():
-                task = self.tasks.get(TaskId(tp.topic, tp.partition))
-                if task is not None and task.next_offset is not None:
-                    self.metrics.set_lag(tp.topic, tp.partition, max(0, end - task.next_offset))
+        for task_id, task in self.tasks.items():
+            try:
+                end = self.consumer.highwater(TopicPartition(task_id.topic, task_id.partition))
+            except Exception:  # not assigned any more, or no fetch yet
+                continue
+            if end is not None and task.next_offset is not None:
+                self.metrics.set_lag(
+                    task_id.topic, task_id.partition, max(0, end - task.next_offset)
+                )
 
     def _maybe_checkpoint(self, force: bool = False) -> bool:
         cp = self.config.checkpoint

@@ -409,11 +409,13 @@ def test_gauges_are_plain_floats() -> None:
     det = PSI(window=500)
     det.update(normal(0, 6000))
     gauges = det.gauges()
-    assert set(gauges) == {"psi", "threshold", "windows_evaluated", "reference_size",
-                           "n_detections"}
+    assert set(gauges) == {"psi", "statistic", "threshold", "windows_evaluated",
+                           "reference_size", "reference_age", "n_detections"}
     assert all(type(v) is float for v in gauges.values())
     assert gauges["psi"] == det.last_psi == det.windows[-1]["psi"]
     assert (gauges["windows_evaluated"], gauges["reference_size"]) == (2.0, 5000.0)
+    # 6,000 values: 5,000 built the reference, then two windows of 500 were compared to it.
+    assert gauges["reference_age"] == 1000.0 and gauges["statistic"] == gauges["psi"]
 
 
 def test_history_is_bounded_and_counts_every_window() -> None:

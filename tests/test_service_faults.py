@@ -106,5 +106,9 @@ def test_redis_unreachable_during_checkpoint_pauses_then_recovers(
     assert bank.counters.n_events == 6000, "no event lost, none counted twice"
     assert bank.counters.offset_sum == 6000 * 5999 // 2
     assert f'streamdrift_events_consumed_total{{topic="{topic}"}} 6000.0' in metrics
+    assert f'streamdrift_consumer_lag{{partition="0",topic="{topic}"}} 0.0' in metrics
+    assert 'streamdrift_detector_statistic{detector="psi",feature="amount",model="fraud-v3"}' in (
+        metrics
+    )
     failed = [ln for ln in metrics.splitlines() if 'checkpoints_total{result="failed"}' in ln]
     assert failed and float(failed[0].split()[-1]) >= 1

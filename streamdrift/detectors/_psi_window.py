@@ -339,7 +339,12 @@ class _WindowedPSI:
         n_ref = self._warm_n if self._ref_counts is None else int(self._ref_counts.sum())
         return {
             "psi": self._history[-1][1] if self._history else math.nan,
+            "statistic": self._history[-1][1] if self._history else math.nan,
             "threshold": self._threshold,
+            # Values compared against the reference since it was set (0 while warming up).
+            "reference_age": float(
+                0 if self._ref_counts is None else self._windows_evaluated * self.window + self._n
+            ),
             "windows_evaluated": float(self._windows_evaluated),
             "reference_size": float(n_ref),
             "n_detections": float(self._n_detections),
