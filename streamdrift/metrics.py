@@ -73,11 +73,55 @@ IO_OPS: Final = ("load", "save", "fence", "produce", "commit", "poll")
 OTHER: Final = "other"
 """Label value standing in for anything outside a fixed set (a bug to fix, not a new series)."""
 
-BATCH_SECONDS_BUCKETS: Final = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1.0, 2.5, 5.0)
+BATCH_SECONDS_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
 BATCH_EVENTS_BUCKETS: Final = (1, 10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000, 100_000)
-LATENCY_BUCKETS: Final = (.01, .025, .05, .1, .25, .5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-                          300.0, 600.0, 1800.0, 3600.0)
-CHECKPOINT_BUCKETS: Final = (.001, .005, .01, .025, .05, .1, .25, .5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS: Final = (
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+)
+CHECKPOINT_BUCKETS: Final = (
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 
 _QUANTILES: Final = {"score_p50": "0.5", "score_p99": "0.99"}
 _KEYED_GAUGES: Final = ("statistic", "threshold", "width", "mean", "reference_age")
@@ -138,58 +182,81 @@ class Metrics:
         # Names are given without the _total suffix, which Counter appends to the exposition.
         self.events_consumed = counter("events_consumed", "Records read from Kafka.", ("topic",))
         self.events_decoded = counter(
-            "events_decoded", "Records decoded into valid events.", ("topic",))
+            "events_decoded", "Records decoded into valid events.", ("topic",)
+        )
         self.events_invalid = counter(
-            "events_invalid", "Records rejected by the decoder, by reason.", ("topic", "reason"))
+            "events_invalid", "Records rejected by the decoder, by reason.", ("topic", "reason")
+        )
         self.dead_letters = counter(
-            "dead_letters", "Dead letters handed to the producer, by reason.", ("reason",))
+            "dead_letters", "Dead letters handed to the producer, by reason.", ("reason",)
+        )
         self.alerts = counter(
-            "alerts", "Alerts raised (feature is empty for multivariate detectors).",
-            ("type", "detector", "model", "feature"))
+            "alerts",
+            "Alerts raised (feature is empty for multivariate detectors).",
+            ("type", "detector", "model", "feature"),
+        )
         self.batch_seconds = histogram(
-            "batch_seconds", "Time to decode and detect one batch.", BATCH_SECONDS_BUCKETS)
+            "batch_seconds", "Time to decode and detect one batch.", BATCH_SECONDS_BUCKETS
+        )
         self.batch_events = histogram(
-            "batch_events", "Records per processed batch.", BATCH_EVENTS_BUCKETS)
+            "batch_events", "Records per processed batch.", BATCH_EVENTS_BUCKETS
+        )
         self.event_latency = BatchHistogram(
             f"{ns}_event_latency_seconds",
             "End-to-end latency from event time to processing (clock skew clipped to 0).",
-            LATENCY_BUCKETS, r)
+            LATENCY_BUCKETS,
+            r,
+        )
         self.consumer_lag = gauge(
-            "consumer_lag", "Records behind the end of an owned partition.",
-            ("topic", "partition"))
+            "consumer_lag", "Records behind the end of an owned partition.", ("topic", "partition")
+        )
         self.owned_partitions = gauge("owned_partitions", "Partitions assigned to this consumer.")
         self.checkpoint_seconds = histogram(
-            "checkpoint_seconds", "Duration of completed (ok or fenced) checkpoints.",
-            CHECKPOINT_BUCKETS)
+            "checkpoint_seconds",
+            "Duration of completed (ok or fenced) checkpoints.",
+            CHECKPOINT_BUCKETS,
+        )
         self.checkpoint_bytes = gauge("checkpoint_bytes", "Size of the last checkpoint's state.")
         self.checkpoints = counter(
-            "checkpoints", "Checkpoint attempts by result (ok, fenced, failed).", ("result",))
+            "checkpoints", "Checkpoint attempts by result (ok, fenced, failed).", ("result",)
+        )
         self.redis_errors = counter("redis_errors", "Failed Redis operations by op.", ("op",))
         self.kafka_errors = counter("kafka_errors", "Failed Kafka operations by op.", ("op",))
         self.ready = gauge("ready", "1 when partitions are assigned and Redis/Kafka reachable.")
         key = ("model", "feature", "detector")
         self.detector_statistic = gauge(
-            "detector_statistic", "The statistic a detector compares to its threshold.", key)
+            "detector_statistic", "The statistic a detector compares to its threshold.", key
+        )
         self.detector_threshold = gauge(
-            "detector_threshold", "The threshold a detector alerts above.", key)
+            "detector_threshold", "The threshold a detector alerts above.", key
+        )
         self.adwin_width = gauge("adwin_width", "Events in the ADWIN window.", key)
         self.adwin_mean = gauge("adwin_mean", "Mean of the ADWIN window.", key)
         self.reference_age = gauge(
-            "reference_age_events", "Events since the detector's reference was (re)set.", key)
+            "reference_age_events", "Events since the detector's reference was (re)set.", key
+        )
         self.last_alert_timestamp = gauge(
-            "last_alert_timestamp_seconds", "Unix time of the last alert of a detector.", key)
+            "last_alert_timestamp_seconds", "Unix time of the last alert of a detector.", key
+        )
         self.isolation_forest_score = gauge(
-            "isolation_forest_score", "Quantiles of the last batch's anomaly scores.",
-            ("model", "quantile"))
+            "isolation_forest_score",
+            "Quantiles of the last batch's anomaly scores.",
+            ("model", "quantile"),
+        )
         self.isolation_forest_outlier_rate = gauge(
-            "isolation_forest_outlier_rate", "Share of the last batch flagged as outliers.",
-            ("model",))
+            "isolation_forest_outlier_rate",
+            "Share of the last batch flagged as outliers.",
+            ("model",),
+        )
         self.series_dropped = counter(
             "metric_series_dropped",
-            "Per-detector updates refused because max_series label sets exist already.")
+            "Per-detector updates refused because max_series label sets exist already.",
+        )
         self._keyed: dict[str, Gauge] = {
-            "statistic": self.detector_statistic, "threshold": self.detector_threshold,
-            "width": self.adwin_width, "mean": self.adwin_mean,
+            "statistic": self.detector_statistic,
+            "threshold": self.detector_threshold,
+            "width": self.adwin_width,
+            "mean": self.adwin_mean,
             "reference_age": self.reference_age,
         }
         # Admitted label sets, each with its cached gauge children (labels() is a dict lookup
@@ -198,16 +265,24 @@ class Metrics:
         self._alert_series: set[tuple[str, str, str, str]] = set()
         self._topics: dict[str, tuple[Counter, Counter, dict[str, Counter]]] = {}
         self._lock = threading.Lock()
-        for fixed, values in ((self.dead_letters, REASONS), (self.checkpoints, CHECKPOINT_RESULTS),
-                              (self.redis_errors, IO_OPS), (self.kafka_errors, IO_OPS)):
+        for fixed, values in (
+            (self.dead_letters, REASONS),
+            (self.checkpoints, CHECKPOINT_RESULTS),
+            (self.redis_errors, IO_OPS),
+            (self.kafka_errors, IO_OPS),
+        ):
             for value in values:
                 fixed.labels(value)  # zero-valued series exist before the first increment
 
     # -- throughput --------------------------------------------------------------------------
 
     def record_batch(
-        self, topic: str, n_consumed: int, n_decoded: int,
-        invalid_by_reason: Mapping[str, int], seconds: float,
+        self,
+        topic: str,
+        n_consumed: int,
+        n_decoded: int,
+        invalid_by_reason: Mapping[str, int],
+        seconds: float,
     ) -> None:
         """One processed batch of ``topic``: counts, invalid records by reason, duration."""
         consumed, decoded, invalid = self._topic(topic)
@@ -304,7 +379,8 @@ class Metrics:
             self._alert_series.difference_update(alerts)
         gauges = (*self._keyed.values(), self.last_alert_timestamp)
         removals: list[tuple[MetricWrapperBase, tuple[str, ...]]] = [
-            (g, k) for k in keys for g in gauges]
+            (g, k) for k in keys for g in gauges
+        ]
         removals += [(self.alerts, a) for a in alerts]
         removals += [(self.isolation_forest_score, (model, q)) for q in _QUANTILES.values()]
         removals.append((self.isolation_forest_outlier_rate, (model,)))
@@ -330,6 +406,16 @@ class Metrics:
                     self.series_dropped.inc()
                     return None
                 children = self._series[key] = {}
+                # The alert counter exists at 0 from the start: increase()/changes() cannot see
+                # a series that appears already at 1, so the first alert would be invisible.
+                labels = (
+                    "outlier" if detector == "isolation_forest" else "drift",
+                    detector,
+                    model,
+                    feature,
+                )
+                self._alert_series.add(labels)
+                self.alerts.labels(*labels)
         return children
 
     def _child(self, children: dict[str, Gauge], name: str, key: SeriesKey) -> Gauge:
@@ -343,8 +429,7 @@ class Metrics:
         found = self._topics.get(topic)
         if found is None:
             invalid = {r: self.events_invalid.labels(topic, r) for r in (*REASONS, OTHER)}
-            found = (self.events_consumed.labels(topic), self.events_decoded.labels(topic),
-                     invalid)
+            found = (self.events_consumed.labels(topic), self.events_decoded.labels(topic), invalid)
             self._topics[topic] = found
         return found
 
@@ -358,8 +443,12 @@ class MetricsServer:
     """
 
     def __init__(
-        self, metrics: Metrics, host: str, port: int,
-        health: Callable[[], bool], ready: Callable[[], tuple[bool, str]],
+        self,
+        metrics: Metrics,
+        host: str,
+        port: int,
+        health: Callable[[], bool],
+        ready: Callable[[], tuple[bool, str]],
     ) -> None:
         handler = _handler(metrics.registry, health, ready)
         try:
@@ -380,7 +469,11 @@ class MetricsServer:
         if self._thread is None:
             self._thread = threading.Thread(
                 # A short poll interval: stop() waits for it at shutdown.
-                target=self._httpd.serve_forever, args=(0.05,), name="metrics-http", daemon=True)
+                target=self._httpd.serve_forever,
+                args=(0.05,),
+                name="metrics-http",
+                daemon=True,
+            )
             self._thread.start()
 
     def stop(self) -> None:
@@ -399,7 +492,8 @@ class MetricsServer:
 
 
 def _handler(
-    registry: CollectorRegistry, health: Callable[[], bool],
+    registry: CollectorRegistry,
+    health: Callable[[], bool],
     ready: Callable[[], tuple[bool, str]],
 ) -> type[BaseHTTPRequestHandler]:
     def probe(check: Callable[[], tuple[bool, str]]) -> tuple[int, bytes]:

@@ -67,8 +67,17 @@ def test_alert_counts_and_last_timestamp(metrics: Metrics, registry: CollectorRe
     metrics.record_alert("outlier", "isolation_forest", "m1", "", 1_700_000_010.0)
     key = {"model": "m1", "feature": "age", "detector": "adwin"}
     assert value(registry, "alerts_total", type="drift", **key) == 2
-    assert value(registry, "alerts_total", type="outlier", detector="isolation_forest",
-                 model="m1", feature="") == 1
+    assert (
+        value(
+            registry,
+            "alerts_total",
+            type="outlier",
+            detector="isolation_forest",
+            model="m1",
+            feature="",
+        )
+        == 1
+    )
     assert value(registry, "last_alert_timestamp_seconds", **key) == 1_700_000_060.0
 
 
@@ -117,9 +126,17 @@ def test_io_errors_by_op(metrics: Metrics, registry: CollectorRegistry):
 def test_detector_gauges_mapping(metrics: Metrics, registry: CollectorRegistry):
     key = {"model": "m1", "feature": "age", "detector": "adwin"}
     metrics.update_detector_gauges(
-        "m1", "age", "adwin",
-        {"statistic": 0.4, "threshold": 0.9, "width": 512.0, "mean": 3.5,
-         "reference_age": 1000.0, "unknown_key": 7.0},
+        "m1",
+        "age",
+        "adwin",
+        {
+            "statistic": 0.4,
+            "threshold": 0.9,
+            "width": 512.0,
+            "mean": 3.5,
+            "reference_age": 1000.0,
+            "unknown_key": 7.0,
+        },
     )
     metrics.update_detector_gauges("m1", "age", "adwin", {"statistic": 0.6})
     assert value(registry, "detector_statistic", **key) == 0.6
@@ -130,15 +147,18 @@ def test_detector_gauges_mapping(metrics: Metrics, registry: CollectorRegistry):
     assert b"unknown_key" not in generate_latest(registry)
 
     metrics.update_detector_gauges(
-        "m1", "", "isolation_forest",
+        "m1",
+        "",
+        "isolation_forest",
         {"score_p50": 0.45, "score_p99": 0.71, "outlier_rate": 0.02, "statistic": math.nan},
     )
     assert value(registry, "isolation_forest_score", model="m1", quantile="0.5") == 0.45
     assert value(registry, "isolation_forest_score", model="m1", quantile="0.99") == 0.71
     assert value(registry, "isolation_forest_outlier_rate", model="m1") == 0.02
     # NaN is kept as NaN ("not defined yet"), not skipped.
-    stat = value(registry, "detector_statistic", model="m1", feature="",
-                 detector="isolation_forest")
+    stat = value(
+        registry, "detector_statistic", model="m1", feature="", detector="isolation_forest"
+    )
     assert stat is not None and math.isnan(stat)
 
 
@@ -153,16 +173,19 @@ def test_max_series_bounds_label_sets(registry: CollectorRegistry):
     assert metrics.n_series == 2
     assert value(registry, "metric_series_dropped_total") == 3
     assert value(registry, "detector_statistic", model="m1", feature="c", detector="psi") is None
-    assert value(registry, "alerts_total", type="drift", detector="psi", model="m1",
-                 feature="c") is None
+    assert (
+        value(registry, "alerts_total", type="drift", detector="psi", model="m1", feature="c")
+        is None
+    )
     assert value(registry, "detector_statistic", model="m1", feature="a", detector="psi") == 4
 
 
 def test_forget_model_removes_series_and_frees_slots(registry: CollectorRegistry):
     metrics = Metrics(registry, max_series=2)
     metrics.update_detector_gauges("m1", "a", "adwin", {"statistic": 1.0, "width": 3.0})
-    metrics.update_detector_gauges("m1", "", "isolation_forest",
-                                   {"score_p50": 0.5, "outlier_rate": 0.1})
+    metrics.update_detector_gauges(
+        "m1", "", "isolation_forest", {"score_p50": 0.5, "outlier_rate": 0.1}
+    )
     metrics.record_alert("drift", "adwin", "m1", "a", 5.0)
     metrics.forget_model("m1")
     metrics.forget_model("never-seen")
@@ -303,3 +326,22 @@ def test_http_port_in_use_is_a_config_error(metrics: Metrics):
         pytest.raises(ConfigError, match=r"metrics\.port"),
     ):
         MetricsServer(metrics, "127.0.0.1", server.port, lambda: True, lambda: (True, ""))
+
+
+def test_alert_counter_exists_at_zero_once_a_stream_is_seen() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from streamdrift.metrics import Metrics
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.update_detector_gauges("m", "amount", "psi", {"statistic": 0.01})
+    metrics.update_detector_gauges("m", "", "isolation_forest", {"outlier_rate": 0.0})
+    labels = {"type": "drift", "detector": "psi", "model": "m", "feature": "amount"}
+    assert registry.get_sample_value("streamdrift_alerts_total", labels) == 0.0
+    outlier = {"type": "outlier", "detector": "isolation_forest", "model": "m", "feature": ""}
+    assert registry.get_sample_value("streamdrift_alerts_total", outlier) == 0.0
+    metrics.record_alert("drift", "psi", "m", "amount", 1.0)
+    assert registry.get_sample_value("streamdrift_alerts_total", labels) == 1.0
+    metrics.forget_model("m")
+    assert registry.get_sample_value("streamdrift_alerts_total", labels) is None

@@ -292,7 +292,11 @@ def build() -> dict[str, Any]:
             # From the threshold gauge: every detector kind with a threshold sets it (ADWIN
             # has none), also before its first statistic.
             variable("model", "model", "label_values(streamdrift_detector_threshold, model)"),
-            variable("detector", "detector", "label_values(streamdrift_detector_threshold"
+            # From the statistic gauge: the kinds the "statistic vs threshold" panel can draw
+            # (psi, page_hinkley). isolation_forest has a threshold but reports score quantiles,
+            # not a statistic; ADWIN has neither. The statistic is set (NaN until defined) with
+            # the threshold, so the variable is complete from the first batch.
+            variable("detector", "detector", "label_values(streamdrift_detector_statistic"
                      '{model=~"$model"}, detector)'),
         ]},
         "annotations": {"list": [

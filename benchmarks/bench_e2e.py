@@ -1,0 +1,532 @@
+"""End-to-end throughput through the real Kafka broker and Redis: one ``streamdrift run`` process.
+
+    python -m benchmarks.bench_e2e                    # 1,000,000 events, table (markdown)
+    python -m benchmarks.bench_e2e --events 200000    # fewer events
+    python -m benchmarks.bench_e2e --json             # machine-readable
+    python -m benchmarks.bench_e2e --quick            # 50,000 events, small baselines (smoke)
+
+The broker and Redis come from ``scripts/kafka.sh env`` / ``scripts/redis.sh env`` unless
+``--bootstrap`` / ``--redis`` are given. N events (the shape of ``bench_hotpath``: 10 numeric + 2
+categorical features and a score, drift at half-way) are produced round-robin onto a fresh
+4-partition topic before anything is timed. Then ONE service process starts (``python -m
+streamdrift run --config FILE``, default monitors, ``max_poll_records`` 2,000, checkpoints every
+1 s, metrics port 0) and is timed from its start until the Redis checkpoints of all partitions
+reach the end offsets ("wall": includes interpreter start-up and the group join), and from its
+first checkpoint to the last ("steady"). Its RSS is sampled with psutil; the checkpoint size is the
+length of the state documents in Redis.
+
+Baseline, same run: the naive service — a kafka-python consumer handling one message at a time
+(``json.loads``), river ``ADWIN`` + ``PageHinkley`` per numeric feature, the partition's detector
+state unpickled from Redis and pickled back to it per event, alerts produced per drift — on the
+first ``--baseline-events`` of the topic. Floor: a kafka-python consumer polling the whole topic
+in batches of 2,000 and discarding it, with the client's default ``check_crcs=True`` (as the
+service runs) and again with ``check_crcs=False`` (without the optional ``crc32c`` package
+kafka-python verifies CRCs in pure Python). Baseline and floor are timed from their first message
+to their last. Everything (broker, Redis, service, this script) shares the same machine. The
+topics created are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+from benchmarks._harness import emit_json, fmt_rate, machine, print_table
+from benchmarks.bench_hotpath import NUMERIC, make_events
+
+REPO = Path(__file__).resolve().parent.parent
+PARTITIONS = 4
+
+
+def dev_address(script: str, var: str) -> str:
+    out = subprocess.run(
+        [str(REPO / "scripts" / script), "env"], capture_output=True, text=True, check=True
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith(f"{var}="):
+            return line.split("=", 1)[1].strip()
+    raise SystemExit(f"scripts/{script} env printed no {var}=; is the server running?")
+
+
+# -- topic set-up ----------------------------------------------------------------------------
+
+
+def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics(
+            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+        )
+    finally:
+        admin.close()
+
+
+def delete_topics(bootstrap: str, names: list[str]) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        todo = [n for n in names if n in existing]
+        if todo:
+            admin.delete_topics(todo)
+    finally:
+        admin.close()
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], partitions: int) -> float:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks=1,
+        linger_ms=50,
+        batch_size=512 * 1024,
+    )
+    start = time.perf_counter()
+    send = producer.send
+    for i, value in enumerate(values):
+        send(topic, value=value, partition=i % partitions)
+    producer.flush(timeout=600)
+    producer.close()
+    return time.perf_counter() - start
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = consumer.end_offsets(tps)
+        return [ends[tp] for tp in tps]
+    finally:
+        consumer.close()
+
+
+# -- ours: the service process ---------------------------------------------------------------
+
+
+def write_config(
+    path: Path,
+    bootstrap: str,
+    redis_url: str,
+    topic: str,
+    prefix: str,
+    group: str,
+    check_crcs: bool = True,
+) -> None:
+    doc: dict[str, Any] = {
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "group_id": group,
+            "input_topics": [topic],
+            "alert_topic": f"{topic}-alerts",
+            "dead_letter_topic": f"{topic}-dlq",
+        },
+        "redis": {"url": redis_url, "key_prefix": prefix},
+        "checkpoint": {"every_seconds": 1.0},
+        "metrics": {"port": 0},
+        "log_level": "WARNING",
+    }
+    if not check_crcs:
+        doc["kafka"]["client"] = {"check_crcs": False}
+    path.write_text(yaml.safe_dump(doc))
+
+
+def _cpu_s(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+def saved_offsets(store: Any, topic: str, partitions: int) -> list[int]:
+    """The checkpointed next offset per partition (-1: none yet), without fetching the state."""
+    out = []
+    for p in range(partitions):
+        task_key, _ = store._keys(_task(topic, p))
+        raw = store._client.hget(task_key, "offset")
+        out.append(-1 if raw is None else int(raw))
+    return out
+
+
+def checkpoints(store: Any, topic: str, partitions: int) -> list[tuple[int, int]]:
+    """(offset, state bytes) per partition; (-1, 0) where there is none yet."""
+    from streamdrift.state.base import TaskId
+
+    out = []
+    for p in range(partitions):
+        snap = store.load(TaskId(topic, p))
+        out.append((-1, 0) if snap is None else (snap.offset, len(snap.state)))
+    return out
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int, every_s: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self.every_s = every_s
+        self.peak = 0
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_flag.is_set():
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except psutil.Error:
+                return
+            self.stop_flag.wait(self.every_s)
+
+
+def run_service(
+    bootstrap: str,
+    redis_url: str,
+    topic: str,
+    ends: list[int],
+    workdir: Path,
+    timeout_s: float,
+    check_crcs: bool = True,
+) -> dict[str, Any]:
+    from streamdrift.state.redis import RedisStore
+
+    run_id = uuid.uuid4().hex[:8]
+    prefix, group = f"bench-e2e-{run_id}", f"bench-e2e-{run_id}"
+    config = workdir / "service.yaml"
+    log_path = workdir / "service.log"
+    write_config(config, bootstrap, redis_url, topic, prefix, group, check_crcs)
+    store = RedisStore(redis_url, prefix)
+    total = sum(ends)
+    first: tuple[float, int] | None = None
+    me = psutil.Process()
+    with log_path.open("wb") as log:
+        own_cpu_s = _cpu_s(me)
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamdrift", "run", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        sampler = RssSampler(proc.pid)
+        sampler.start()
+        try:
+            deadline = start + timeout_s
+            while True:
+                now = time.perf_counter()
+                offsets = saved_offsets(store, topic, len(ends))
+                done = sum(max(0, o) for o in offsets)
+                if first is None and done > 0:
+                    first = (now, done)
+                if offsets == ends:
+                    end = now
+                    break
+                if proc.poll() is not None:
+                    raise SystemExit(f"service exited early:\n{log_path.read_text()[-3000:]}")
+                if now > deadline:
+                    raise SystemExit(f"checkpoints at {offsets} after {timeout_s} s, ends {ends}")
+                time.sleep(0.1)
+            own_cpu_s = _cpu_s(me) - own_cpu_s
+            service_cpu_s = _cpu_s(psutil.Process(proc.pid))
+        finally:
+            sampler.stop_flag.set()
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            sampler.join()
+    assert first is not None
+    sizes = [size for _, size in checkpoints(store, topic, len(ends))]
+    for p in range(len(ends)):  # leave nothing behind in the shared Redis
+        store._client.delete(*store._keys(_task(topic, p)))
+    store.close()
+    wall = end - start
+    steady = end - first[0]
+    return {
+        "events": total,
+        "wall_s": wall,
+        "wall_rate": total / wall,
+        "steady_s": steady,
+        "steady_events": total - first[1],
+        "steady_rate": (total - first[1]) / steady if steady > 0 else float("nan"),
+        "first_checkpoint_s": first[0] - start,
+        "peak_rss_bytes": sampler.peak,
+        "service_cpu_s": service_cpu_s,
+        "check_crcs": check_crcs,
+        "watcher_cpu_s": own_cpu_s,
+        "checkpoint_bytes": sizes,
+        "alerts": sum(end_offsets(bootstrap, f"{topic}-alerts", PARTITIONS)),
+        "log_tail": log_path.read_text(errors="replace")[-2000:],
+    }
+
+
+def _task(topic: str, partition: int) -> Any:
+    from streamdrift.state.base import TaskId
+
+    return TaskId(topic, partition)
+
+
+# -- baseline and floor ----------------------------------------------------------------------
+
+
+def _consumer(bootstrap: str, topic: str, partitions: int, **kwargs: Any) -> Any:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **kwargs,
+    )
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    return consumer
+
+
+def run_floor(bootstrap: str, topic: str, total: int, check_crcs: bool = True) -> dict[str, Any]:
+    """Poll batches of 2,000 (as the service does) and drop them."""
+    consumer = _consumer(bootstrap, topic, PARTITIONS, check_crcs=check_crcs)
+    n = nbytes = 0
+    first = 0.0
+    while n < total:
+        polled = consumer.poll(timeout_ms=500, max_records=2000)
+        if polled and n == 0:
+            first = time.perf_counter()
+        for records in polled.values():
+            n += len(records)
+            nbytes += sum(len(r.value) for r in records)
+    seconds = time.perf_counter() - first
+    consumer.close()
+    return {
+        "events": n,
+        "seconds": seconds,
+        "rate": n / seconds,
+        "bytes": nbytes,
+        "check_crcs": check_crcs,
+    }
+
+
+def run_naive(bootstrap: str, redis_url: str, topic: str, total: int) -> dict[str, Any]:
+    """One message at a time; detector state pickled from and to Redis around every event."""
+    import redis
+    from kafka import KafkaProducer
+    from river import drift
+
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"bench-naive-{uuid.uuid4().hex[:8]}"
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5)
+    consumer = _consumer(bootstrap, topic, PARTITIONS)
+    alert_topic = f"{topic}-alerts-naive"
+    n = n_alerts = 0
+    first = 0.0
+    state_bytes = 0
+    for record in consumer:
+        if n == 0:
+            first = time.perf_counter()
+        event = json.loads(record.value)
+        key = f"{prefix}:{record.topic}:{record.partition}:{event['model_id']}"
+        blob = client.get(key)
+        if blob is None:
+            state = {f: (drift.ADWIN(), drift.PageHinkley()) for f in NUMERIC}
+        else:
+            state = pickle.loads(blob)
+        feats = event["features"]
+        for f, (adwin, ph) in state.items():
+            value = feats[f]
+            for kind, det in (("adwin", adwin), ("page_hinkley", ph)):
+                det.update(value)
+                if det.drift_detected:
+                    n_alerts += 1
+                    alert = {
+                        "type": "drift",
+                        "model_id": event["model_id"],
+                        "feature": f,
+                        "detector": kind,
+                        "offset": record.offset,
+                        "partition": record.partition,
+                    }
+                    producer.send(alert_topic, json.dumps(alert).encode())
+        blob = pickle.dumps(state)
+        state_bytes = len(blob)
+        client.set(key, blob)
+        n += 1
+        if n >= total:
+            break
+    producer.flush()
+    seconds = time.perf_counter() - first
+    consumer.close()
+    producer.close()
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+    return {
+        "events": n,
+        "seconds": seconds,
+        "rate": n / seconds,
+        "alerts": n_alerts,
+        "state_bytes": state_bytes,
+    }
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    bootstrap = args.bootstrap or dev_address("kafka.sh", "BOOTSTRAP")
+    redis_url = args.redis or dev_address("redis.sh", "REDIS_URL")
+    n = args.events or (50_000 if args.quick else 1_000_000)
+    n_base = args.baseline_events or (2_000 if args.quick else 20_000)
+    topic = f"bench-e2e-{uuid.uuid4().hex[:8]}"
+    topics = [topic, f"{topic}-alerts", f"{topic}-dlq", f"{topic}-alerts-naive"]
+    t = time.perf_counter()
+    raw = make_events(n)
+    gen_s = time.perf_counter() - t
+    create_topics(bootstrap, topics, PARTITIONS)
+    try:
+        produce_s = produce(bootstrap, topic, raw, PARTITIONS)
+        del raw
+        ends = end_offsets(bootstrap, topic, PARTITIONS)
+        if sum(ends) != n:
+            raise SystemExit(f"topic holds {sum(ends)} events, expected {n}")
+        with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+            ours = run_service(
+                bootstrap, redis_url, topic, ends, Path(tmp), args.timeout, args.check_crcs
+            )
+        naive = run_naive(bootstrap, redis_url, topic, min(n_base, n))
+        floor = run_floor(bootstrap, topic, n)
+        floor_nocrc = run_floor(bootstrap, topic, n, check_crcs=False)
+    finally:
+        delete_topics(bootstrap, topics)
+    return {
+        "bootstrap": bootstrap,
+        "events": n,
+        "partitions": PARTITIONS,
+        "generate_s": gen_s,
+        "produce_s": produce_s,
+        "produce_rate": n / produce_s,
+        "ours": ours,
+        "baseline": naive,
+        "floor": floor,
+        "floor_no_crc": floor_nocrc,
+        "ratio_steady_baseline": ours["steady_rate"] / naive["rate"],
+        "ratio_wall_baseline": ours["wall_rate"] / naive["rate"],
+        # against the floor read the way the service read (same check_crcs)
+        "ratio_steady_floor": ours["steady_rate"]
+        / (floor if args.check_crcs else floor_nocrc)["rate"],
+        "topics_deleted": topics,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--events", type=int, default=None, help="events (default 1,000,000)")
+    parser.add_argument("--baseline-events", type=int, default=None, help="default 20,000")
+    parser.add_argument("--bootstrap", default=None, help="default: scripts/kafka.sh env")
+    parser.add_argument("--redis", default=None, help="default: scripts/redis.sh env")
+    parser.add_argument("--timeout", type=float, default=900.0, help="service run limit, s")
+    parser.add_argument(
+        "--check-crcs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the service's kafka.client.check_crcs (default: on, the client's default)",
+    )
+    args = parser.parse_args(argv)
+    res = collect(args)
+    ours, base, floor = res["ours"], res["baseline"], res["floor"]
+    nocrc = res["floor_no_crc"]
+    if args.json:
+        emit_json({"benchmark": "e2e", **res})
+        return 0
+    m = machine()
+    v = m["versions"]
+    mib = 1024 * 1024
+    print(
+        f"{m['cpu']} ({m['cores']} cores, shared by broker, Redis, service and this script), "
+        f"Python {m['python']}, kafka-python {v['kafka-python']}, redis-py {v['redis']}\n"
+        f"{res['events']:,} events on {res['partitions']} partitions, produced in "
+        f"{res['produce_s']:.1f} s ({fmt_rate(res['produce_rate'])}) before timing\n"
+    )
+    cp = ours["checkpoint_bytes"]
+    rows = [
+        [
+            "ours: 1 streamdrift run process"
+            + ("" if ours["check_crcs"] else ", check_crcs=False"),
+            f"{ours['events']:,}",
+            f"{fmt_rate(ours['wall_rate'])} ({ours['wall_s']:.1f} s)",
+            f"{fmt_rate(ours['steady_rate'])} ({ours['steady_s']:.1f} s)",
+            f"{ours['peak_rss_bytes'] / mib:.0f} MiB",
+            f"{sum(cp) / 1024:.0f} KiB ({len(cp)} x ~{max(cp) / 1024:.0f} KiB)",
+            f"{ours['alerts']:,}",
+        ],
+        [
+            "baseline: naive per-event consumer",
+            f"{base['events']:,}",
+            "-",
+            f"{fmt_rate(base['rate'])} ({base['seconds']:.1f} s)",
+            "-",
+            f"{base['state_bytes'] / 1024:.0f} KiB per partition, per event",
+            f"{base['alerts']:,}",
+        ],
+        [
+            "floor: kafka-python poll + discard",
+            f"{floor['events']:,}",
+            "-",
+            f"{fmt_rate(floor['rate'])} ({floor['seconds']:.1f} s)",
+            "-",
+            "-",
+            "-",
+        ],
+        [
+            "floor, check_crcs=False",
+            f"{nocrc['events']:,}",
+            "-",
+            f"{fmt_rate(nocrc['rate'])} ({nocrc['seconds']:.1f} s)",
+            "-",
+            "-",
+            "-",
+        ],
+    ]
+    print_table(
+        [
+            "case",
+            "events",
+            "wall: start to last checkpoint",
+            "steady (1st message or checkpoint to last)",
+            "peak RSS",
+            "checkpoint size",
+            "alerts",
+        ],
+        rows,
+    )
+    print(
+        f"\nours/baseline: {res['ratio_steady_baseline']:.1f}x steady, "
+        f"{res['ratio_wall_baseline']:.1f}x wall; ours/floor (same check_crcs): "
+        f"{res['ratio_steady_floor']:.2f}x steady; "
+        f"first checkpoint {ours['first_checkpoint_s']:.1f} s after start; service CPU "
+        f"{ours['service_cpu_s']:.1f} s ({ours['service_cpu_s'] / ours['wall_s']:.0%} of a core), "
+        f"this script while watching {ours['watcher_cpu_s']:.1f} s; "
+        f"topics deleted: {', '.join(res['topics_deleted'])}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
