@@ -13,12 +13,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
+
 from streamdrift.alerts import Alert
 from streamdrift.bank import DetectorBank
 from streamdrift.checkpoint import Checkpointer, Task
 from streamdrift.config import Config
 from streamdrift.errors import DeliveryError, FencedError, StateError, StoreError
 from streamdrift.events import DecodedBatch, RawRecord
+from streamdrift.kafka import Outbox, make_consumer, make_producer, to_raw
 from streamdrift.metrics import Metrics
 from streamdrift.state.base import StateStore, TaskId
 from streamdrift.state.memory import MemoryStore
@@ -190,8 +193,6 @@ class Service:
         consumer: Any = None,
         producer: Any = None,
     ) -> None:
-        from streamdrift.kafka import Outbox, make_consumer, make_producer
-
         self.config = config
         self.metrics = metrics
         self.store = store if store is not None else make_store(config)
@@ -225,8 +226,6 @@ class Service:
     # -- rebalance -----------------------------------------------------------------------------
 
     def _listener(self) -> Any:
-        from kafka import ConsumerRebalanceListener
-
         service = self
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -257,8 +256,6 @@ class Service:
         self._owned_changed()
 
     def _on_assigned(self, assigned: list[Any]) -> None:
-        from kafka import TopicPartition
-
         for tp in assigned:
             task_id = TaskId(tp.topic, tp.partition)
             while True:
@@ -316,8 +313,6 @@ class Service:
             task = self.tasks.get(TaskId(tp.topic, tp.partition))
             if task is None or task.fenced or not records:
                 continue
-            from streamdrift.kafka import to_raw
-
             decoded, alerts = process_records(task, to_raw(records), self.metrics)
             for letter in decoded.invalid:
                 if k.dead_letter_topic is not None:
@@ -342,8 +337,6 @@ class Service:
         """Lag per owned partition from the high watermark the last fetch reported (no request)."""
         if self.metrics is None or not self.tasks:
             return
-        from kafka import TopicPartition
-
         for task_id, task in self.tasks.items():
             try:
                 end = self.consumer.highwater(TopicPartition(task_id.topic, task_id.partition))
@@ -410,8 +403,6 @@ class Service:
         self._set_ready(f"state store unavailable: {exc}")
 
     def _commit(self, offsets: dict[TaskId, int]) -> None:
-        from kafka import OffsetAndMetadata, TopicPartition
-
         try:
             self.consumer.commit(
                 {

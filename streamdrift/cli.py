@@ -85,6 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
         return code
+    except BrokenPipeError:
+        # The reader went away (`streamdrift replay | head`): not an error of ours.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except ConfigValidationError as exc:
         if args.debug:
             raise
@@ -95,18 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"streamdrift: error: {exc}", file=sys.stderr)
         return EXIT_INVALID_CONFIG
-    except StreamdriftError as exc:
-        if args.debug:
-            raise
-        print(f"streamdrift: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except BrokenPipeError:
-        # The reader went away (`streamdrift replay | head`): not an error of ours.
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
-    except OSError as exc:
+    except (StreamdriftError, OSError) as exc:
         if args.debug:
             raise
         print(f"streamdrift: error: {exc}", file=sys.stderr)
