@@ -68,10 +68,15 @@ from streamdrift.detectors._psi_window import (
 )
 from streamdrift.detectors.base import (
     FloatArray,
+    all_finite,
     as_float_array,
 )
 
 __all__ = ["MISSING", "PSI", "UNSEEN", "CategoricalPSI", "chi2_isf"]
+
+_EMPTY: FloatArray = np.empty(0)
+_EMPTY.flags.writeable = False
+_WARM_MIN_CAPACITY = 64
 
 
 class PSI(_WindowedPSI):
@@ -173,7 +178,7 @@ class PSI(_WindowedPSI):
 
     def _codes(self, values: FloatArray) -> tuple[IntArray, FloatArray | None, int]:
         codes = _bin_index(self._edges, values)
-        if np.isfinite(values).all():
+        if all_finite(values):
             return codes, values, 0
         nan = np.isnan(values)
         codes[nan] = self._edges.size + 1
@@ -185,26 +190,68 @@ class PSI(_WindowedPSI):
         inf = np.isinf(values)
         return ~inf if inf.any() else None
 
+    def _warm_up(self, arr: FloatArray) -> tuple[int, int]:
+        if not all_finite(arr):
+            return super()._warm_up(arr)
+        # All finite (the common case): nothing to skip, no missing value to count.
+        cut = min(arr.size, self.reference_size - self._warm_n)
+        self._warm_append(arr[:cut])
+        self._warm_n += cut
+        self._warm_done()
+        return cut, 0
+
     def _clear_warmup(self) -> None:
-        self._warm_values: list[float] = []
+        # The warm-up values live in a float64 buffer that grows by doubling up to
+        # reference_size (8 bytes a value; a list of floats costs 32), filled up to _warm_len.
+        self._warm_values: FloatArray = _EMPTY
+        self._warm_len = 0
         self._warm_missing = 0
 
     def _warm_add(self, values: FloatArray) -> None:
         nan = np.isnan(values)
-        self._warm_missing += int(np.count_nonzero(nan))
-        self._warm_values.extend(values[~nan].tolist())
+        n_nan = int(np.count_nonzero(nan))
+        self._warm_missing += n_nan
+        finite = values[~nan] if n_nan else values
+        self._warm_append(finite)
+
+    def _warm_append(self, finite: FloatArray) -> None:
+        if finite.size == 0:
+            return
+        start, stop = self._warm_len, self._warm_len + finite.size
+        if stop > self._warm_values.size:
+            grown = max(stop, 2 * self._warm_values.size, _WARM_MIN_CAPACITY)
+            buffer = np.empty(min(self.reference_size, grown))
+            buffer[:start] = self._warm_values[:start]
+            self._warm_values = buffer
+        self._warm_values[start:stop] = finite
+        self._warm_len = stop
 
     def _warm_profile(self) -> dict[str, Any]:
-        return _numeric_profile(np.array(self._warm_values), self._warm_missing, self.bins)
+        finite = self._warm_values[: self._warm_len]
+        return _numeric_profile(finite, self._warm_missing, self.bins)
 
     def _warm_state(self) -> dict[str, Any]:
-        return {"values": list(self._warm_values), "missing": self._warm_missing}
+        values = self._warm_values[: self._warm_len].tolist()
+        return {"values": values, "missing": self._warm_missing}
 
     def _warm_restore(self, doc: Mapping[str, Any]) -> int:
-        values = [_number("warmup value", v, "finite", math.isfinite) for v in doc["values"]]
-        self._warm_values = values
+        listed = doc["values"]
+        if not isinstance(listed, list | tuple):
+            raise ValueError(f"warmup values must be a list, got {type(listed).__name__}")
+        if set(map(type, listed)) <= {float}:  # what to_state writes: convert in one call
+            values = np.array(listed, dtype=np.float64)
+            if not np.isfinite(values).all():
+                bad = float(values[~np.isfinite(values)][0])
+                raise ValueError(f"warmup value must be finite, got {bad!r}")
+        else:
+            checked = [_number("warmup value", v, "finite", math.isfinite) for v in listed]
+            values = np.array(checked, dtype=np.float64)
         self._warm_missing = _integer("warmup.missing", doc["missing"], 0)
-        return len(values) + self._warm_missing
+        if values.size + self._warm_missing >= self.reference_size:
+            raise ValueError("warm-up buffer is already complete")
+        self._warm_len = 0
+        self._warm_append(values)
+        return values.size + self._warm_missing
 
     def _load_profile(self, profile: Mapping[str, Any]) -> IntArray:
         if _field(profile, "type") != "numeric":
@@ -220,8 +267,10 @@ class PSI(_WindowedPSI):
         mean = _field(profile, "mean", None)
         self._ref_mean = None if mean is None else _number("mean", mean, "finite", math.isfinite)
         self._edges = edges
-        self._labels = _interval_labels(edges.tolist())
         return np.append(counts, _integer("missing", _field(profile, "missing", 0), 0))
+
+    def _bin_labels(self) -> list[str]:
+        return _interval_labels(self._edges.tolist())
 
     @property
     def reference_profile(self) -> dict[str, Any] | None:
@@ -450,8 +499,10 @@ class CategoricalPSI(_WindowedPSI):
         self._categories = categories
         self._lookup = {c: i for i, c in enumerate(categories)}
         self._lookup[None] = len(categories) + 1
-        self._labels = [*categories, UNSEEN, MISSING]
         return np.append(counts, [unseen, missing]).astype(np.intp)
+
+    def _bin_labels(self) -> list[str]:
+        return [*self._categories, UNSEEN, MISSING]
 
     @property
     def reference_profile(self) -> dict[str, Any] | None:
