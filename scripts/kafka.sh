@@ -111,8 +111,11 @@ start() {
     mkdir -p "$K_DIR/data"
     local cluster_id
     cluster_id="$("$java" -cp "$cp" "${jopts[@]}" kafka.tools.StorageTool random-uuid)"
+    # KAFKA_FORMAT_EXTRA: extra format arguments from a script sourcing this one (kafka_sasl.sh
+    # adds SCRAM credentials with --add-scram); empty here.
     "$java" -cp "$cp" "${jopts[@]}" kafka.tools.StorageTool format --standalone \
-      -t "$cluster_id" -c "$K_DIR/server.properties" >> "$K_DIR/format.log" 2>&1 \
+      -t "$cluster_id" -c "$K_DIR/server.properties" \
+      ${KAFKA_FORMAT_EXTRA[@]+"${KAFKA_FORMAT_EXTRA[@]}"} >> "$K_DIR/format.log" 2>&1 \
       || die "formatting Kafka storage failed; see $K_DIR/format.log"
   fi
   # setsid: the broker must not die with the shell that started it (nor take its signals).
@@ -129,10 +132,14 @@ start() {
   echo "STARTED=1"
 }
 
+# Sourced (by scripts/kafka_sasl.sh): define the functions only.
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
+
 case "${1:-}" in
   start) start ;;
   stop) stop_pid "$PID_FILE" kafka ;;
-  restart) stop_pid "$PID_FILE" kafka; start ;;
+  # The recorded port, even while the old one lingers in TIME_WAIT (start would pick another).
+  restart) stop_pid "$PID_FILE" kafka; KAFKA_PORT="${KAFKA_PORT:-$(cat "$PORT_FILE" 2>/dev/null || true)}" start ;;
   status) pid_alive "$PID_FILE" && python3 "$REPO_ROOT/scripts/kafka_ready.py" "$(bootstrap)" 0 ;;
   env) [[ -f "$PORT_FILE" ]] || die "no broker recorded; run scripts/kafka.sh start"; echo "BOOTSTRAP=$(bootstrap)" ;;
   reset) stop_pid "$PID_FILE" kafka; rm -rf "$K_DIR/data" ;;

@@ -79,7 +79,8 @@ start() {
 case "${1:-}" in
   start) start ;;
   stop) stop_pid "$PID_FILE" redis ;;
-  restart) stop_pid "$PID_FILE" redis; start ;;
+  # The recorded port, even while the old one lingers in TIME_WAIT (start would pick another).
+  restart) stop_pid "$PID_FILE" redis; REDIS_PORT="${REDIS_PORT:-$(cat "$PORT_FILE" 2>/dev/null || true)}" start ;;
   status) pid_alive "$PID_FILE" && ping ;;
   env) [[ -f "$PORT_FILE" ]] || die "no Redis recorded; run scripts/redis.sh start"; echo "REDIS_URL=$(url)" ;;
   *) echo "usage: $0 start|stop|restart|status|env" >&2; exit 2 ;;

@@ -25,6 +25,9 @@ Bad = dict[int, tuple[str, str]]
 NONE_TYPE = type(None)
 NUMERIC_TYPES = frozenset({float, int, bool, NONE_TYPE})
 CATEGORICAL_TYPES = frozenset({str, NONE_TYPE})
+MAX_MAGNITUDE = 1e100
+"""Numbers beyond ±this are refused (``non_finite``): squared, as in the running variances of
+ADWIN and Page-Hinkley, larger ones overflow to inf (found by scripts/fuzz_decode.py)."""
 EPOCH_MS_THRESHOLD = 1e11
 """Epoch values above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973)."""
 
@@ -112,11 +115,38 @@ def numeric_column(
     if listed is None:
         listed = list(values())  # listing first is faster than array() pulling an iterator
         try:
-            return np.frombuffer(array("d", listed), dtype=np.float64)
+            column = np.frombuffer(array("d", listed), dtype=np.float64)
         except (TypeError, OverflowError):
             pass
+        else:
+            return _within_magnitude(column, what, bad)
     check_types(listed, "numeric", what, allow_missing, bad)
-    return np.array(listed, dtype=np.float64)
+    return _within_magnitude(np.array(listed, dtype=np.float64), what, bad)
+
+
+def _within_magnitude(column: FloatArray, what: str, bad: Bad) -> FloatArray:
+    """``column`` with the values beyond :data:`MAX_MAGNITUDE` recorded in ``bad`` (as NaN).
+
+    >>> bad = {}
+    >>> _within_magnitude(np.array([1.0, -1e101, np.nan]), "f", bad)
+    array([ 1., nan, nan])
+    >>> bad
+    {1: ('non_finite', 'f: -1e+101 is beyond ±1e+100, too large to monitor')}
+    """
+    big = np.abs(column) > MAX_MAGNITUDE  # NaN is not
+    if not big.any():
+        return column
+    column = column.copy()
+    for row in np.flatnonzero(big).tolist():
+        bad.setdefault(
+            row,
+            (
+                "non_finite",
+                f"{what}: {column[row]:g} is beyond ±{MAX_MAGNITUDE:g}, too large to monitor",
+            ),
+        )
+    column[big] = np.nan
+    return column
 
 
 def categorical_column(

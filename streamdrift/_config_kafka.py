@@ -48,6 +48,9 @@ class KafkaClientConfig(Section):
     )
     client_rack: str | None = Field(default=None, description="Consumer only.")
     request_timeout_ms: int | None = Field(default=None, ge=1, description="Request timeout.")
+    bootstrap_timeout_ms: int | None = Field(
+        default=None, ge=1, description="How long connecting to the brokers at start may take."
+    )
     connections_max_idle_ms: int | None = Field(
         default=None, ge=1, description="Close idle connections after this."
     )

@@ -29,3 +29,11 @@ class DeliveryError(StreamdriftError):
 
 class StoreError(StreamdriftError):
     """The state store (Redis) failed or is unreachable."""
+
+
+class StateLostError(StreamdriftError):
+    """The store lost a task's checkpoint (emptied or rolled back): the fence or state vanished."""
+
+
+class ConnectError(StreamdriftError):
+    """Kafka refused or never answered the connection: address, credentials or TLS settings."""

@@ -8,15 +8,17 @@ calls it first: no checkpoint can cover events whose alerts were not delivered.
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 
 from streamdrift.config import Config
-from streamdrift.errors import DeliveryError
+from streamdrift.errors import ConnectError, DeliveryError
 from streamdrift.events import RawRecord
 
 __all__ = ["Outbox", "make_consumer", "make_producer", "to_raw"]
@@ -40,7 +42,7 @@ def make_consumer(config: Config, **overrides: Any) -> KafkaConsumer:
     }
     kwargs.update(k.client.kwargs("consumer"))
     kwargs.update(overrides)
-    return KafkaConsumer(**kwargs)
+    return _connect(KafkaConsumer, kwargs, "consumer")
 
 
 def make_producer(config: Config, **overrides: Any) -> KafkaProducer:
@@ -57,7 +59,75 @@ def make_producer(config: Config, **overrides: Any) -> KafkaProducer:
     }
     kwargs.update(k.client.kwargs("producer"))
     kwargs.update(overrides)
-    return KafkaProducer(**kwargs)
+    return _connect(KafkaProducer, kwargs, "producer")
+
+
+class _ConnectProblems(logging.Handler):
+    """What kafka-python logs while bootstrapping: it raises only "Unable to bootstrap" and logs
+    the cause (authentication refused, TLS handshake failed) on the way."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.auth: str | None = None
+        self.tls: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is not our business
+            return
+        found = _AUTH_FAILED.search(message)
+        if found:
+            self.auth = found.group(0).rstrip(").")
+        elif self.tls is None and _TLS_FAILED.search(message):
+            self.tls = message[-300:]
+
+
+_AUTH_FAILED = re.compile(r"(Authentication failed|SaslAuthenticationFailed)[^\n]*")
+_TLS_FAILED = re.compile(r"SSL|CERTIFICATE|certificate|handshake", re.IGNORECASE)
+
+
+def _connect(factory: Any, kwargs: dict[str, Any], role: str) -> Any:
+    """``factory(**kwargs)``; a failure to connect becomes a :class:`ConnectError` naming the
+    cause and the keys to check (never the secrets)."""
+    problems = _ConnectProblems()
+    kafka_log = logging.getLogger("kafka")
+    kafka_log.addHandler(problems)
+    try:
+        return factory(**kwargs)
+    except KafkaError as exc:
+        servers = ",".join(kwargs["bootstrap_servers"])
+        protocol = kwargs.get("security_protocol", "PLAINTEXT")
+        who = ""
+        if protocol.startswith("SASL"):
+            user = kwargs.get("sasl_plain_username")
+            who = f" as {user!r} (SASL {kwargs.get('sasl_mechanism', 'PLAIN')})"
+        if problems.auth:
+            cause = f"authentication refused: {problems.auth}"
+            fix = (
+                "check kafka.client.sasl_mechanism, sasl_plain_username and sasl_plain_password "
+                "(or STREAMDRIFT_KAFKA__CLIENT__SASL_PLAIN_PASSWORD[_FILE])"
+            )
+        elif problems.tls:
+            cause = f"TLS failed: {problems.tls}"
+            fix = "check kafka.client.security_protocol, ssl_cafile and ssl_check_hostname"
+        elif who:  # brokers often just close the socket after a failed SASL exchange
+            cause = (
+                "the broker closed the connection during authentication (wrong user, password "
+                "or mechanism, or not a SASL listener)"
+            )
+            fix = (
+                "check kafka.client.sasl_mechanism, sasl_plain_username, sasl_plain_password "
+                "and security_protocol"
+            )
+        else:
+            cause = str(exc)
+            fix = "check kafka.bootstrap_servers and kafka.client.security_protocol"
+        raise ConnectError(
+            f"Kafka {role} cannot connect to {servers}{who} over {protocol}: {cause}; {fix}"
+        ) from exc
+    finally:
+        kafka_log.removeHandler(problems)
 
 
 def to_raw(records: Iterable[Any]) -> list[RawRecord]:
@@ -77,8 +147,20 @@ class _Pending:
 class Outbox:
     """Sends messages and keeps them until the broker acknowledged them."""
 
-    def __init__(self, producer: Any, *, max_attempts: int = 5, backoff_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        producer: Any,
+        *,
+        max_attempts: int = 5,
+        backoff_s: float = 0.5,
+        renew: Callable[[], Any] | None = None,
+    ) -> None:
         self.producer = producer
+        # Makes a new producer: kafka-python's (idempotent) producer turns a non-retriable error
+        # (message too large, topic authorization) into a fatal state and fails every later
+        # send, so retrying with it would never succeed once the cause is fixed.
+        self.renew = renew
+        self.n_renewed = 0
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self._pending: list[_Pending] = []
@@ -135,9 +217,26 @@ class Outbox:
                     "checkpoint advances past them"
                 )
             time.sleep(self.backoff_s)
+            if self.renew is not None and _fatal(failed):
+                self._renew_producer()
             for item in failed:
                 if item.future is None or item.future.is_done:
                     self._send(item)
+
+    def _renew_producer(self) -> None:
+        assert self.renew is not None
+        log.warning("the producer hit a non-retriable error; replacing it before retrying")
+        try:
+            new = self.renew()
+        except Exception as exc:  # broker unreachable right now: keep trying with the old one
+            log.warning("making a new producer failed: %s", exc)
+            return
+        old, self.producer = self.producer, new
+        self.n_renewed += 1
+        try:
+            old.close(timeout=1.0)
+        except Exception as exc:
+            log.warning("closing the failed producer: %s", exc)
 
     def reset_attempts(self) -> None:
         for item in self._pending:
@@ -148,6 +247,17 @@ class Outbox:
             self.producer.close(timeout=timeout_s)
         except Exception as exc:
             log.warning("closing the producer failed: %s", exc)
+
+
+def _fatal(items: list[_Pending]) -> bool:
+    """Whether a send failed with an error that retrying on the same producer cannot fix."""
+    return any(
+        item.future is not None
+        and item.future.is_done
+        and item.future.failed()
+        and not getattr(item.future.exception, "retriable", False)
+        for item in items
+    )
 
 
 def _first_error(items: list[_Pending]) -> str:

@@ -301,7 +301,9 @@ def test_declared_types_win_over_inference() -> None:
     batch = decoder.decode_batch(records(event(features={"code": 5411, "n": 1})))
     (letter,) = batch.invalid
     assert letter.reason == "wrong_type" and "feature 'code'" in letter.detail
-    assert decoder.inferred_types == {}
+    # (the model is known from this event on: types come from its first values, valid or not)
+    assert decoder.feature_types["m"]["code"] == "categorical"
+    assert "code" not in decoder.inferred_types["m"] and "n" not in decoder.inferred_types["m"]
 
 
 def test_missing_features_refused_when_not_allowed() -> None:

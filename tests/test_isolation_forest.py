@@ -48,13 +48,13 @@ def _feed(det: HalfSpaceTrees, x: np.ndarray, cuts: list[int]) -> tuple[list[Any
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"n_trees": 0}, "n_trees must be an integer >= 1"),
+        ({"n_trees": 0}, "n_trees must be an integer in [1, 10000]"),
         ({"height": 0}, "height must be an integer in"),
         ({"window": 2.5}, "window must be an integer"),
         ({"threshold": 1.5}, "threshold must be in (0, 1]"),
         ({"contamination": 0.0}, "contamination must be in (0, 0.5)"),
         ({"size_limit": -1}, "size_limit must be a number > 0"),
-        ({"calibration": 0}, "calibration must be an integer >= 1"),
+        ({"calibration": 0}, "calibration must be an integer in [1, 10000000]"),
         ({"seed": -1}, "seed must be an integer"),
         ({"limits": [(1.0, 0.0)]}, "limits[0] must be a finite (lo, hi) with lo < hi"),
         ({"limits": {"mins": [0.0]}}, "needs exactly 'mins' and 'maxs'"),

@@ -71,6 +71,8 @@ IntArray = npt.NDArray[np.intp]
 MassArray = npt.NDArray[np.int32]
 BoolArray = npt.NDArray[np.bool_]
 _F8, _I4, _U1 = np.dtype("<f8"), np.dtype("<i4"), np.dtype("<u1")
+MAX_TREES = 10_000
+MAX_CALIBRATION = 10_000_000
 _MAX_DETAIL_VALUES = 20  # signals carry the row's values when it has at most this many features
 
 
@@ -124,7 +126,7 @@ class HalfSpaceTrees:
     Parameters
     ----------
     n_trees
-        Number of trees.
+        Number of trees (at most 10,000).
     height
         Levels below the root; a tree has ``2^(height + 1) − 1`` nodes.
     window
@@ -139,7 +141,8 @@ class HalfSpaceTrees:
     contamination
         Share of recent scores above the calibrated threshold, in (0, 0.5).
     calibration
-        Recent scores kept for calibration, the score gauges and ``outlier_rate``.
+        Recent scores kept for calibration, the score gauges and ``outlier_rate`` (at most
+        10,000,000).
     seed
         Seed of the generator that draws the trees; the only source of randomness.
 
@@ -176,7 +179,9 @@ class HalfSpaceTrees:
         calibration: int = 2_000,
         seed: int = 0,
     ) -> None:
-        self.n_trees = _integer("n_trees", n_trees, 1)
+        # Upper bounds: memory is allocated from these, and a state document read from Redis
+        # must not be able to ask for gigabytes (tests/test_state_corrupt.py).
+        self.n_trees = _integer("n_trees", n_trees, 1, MAX_TREES)
         self.height = _integer("height", height, 1, 24)
         self.window = _integer("window", window, 1, 2**31 - 1)
         self.limits = None if limits is None else _limits(limits)
@@ -191,7 +196,7 @@ class HalfSpaceTrees:
             else _real("threshold", threshold, "in (0, 1] (or None)", 0.0, 1.0, True)
         )
         self.contamination = _real("contamination", contamination, "in (0, 0.5)", 0.0, 0.5, False)
-        self.calibration = _integer("calibration", calibration, 1)
+        self.calibration = _integer("calibration", calibration, 1, MAX_CALIBRATION)
         self.seed = _integer("seed", seed, 0, 2**64 - 1)
 
         self._rng = np.random.default_rng(self.seed)
@@ -463,7 +468,7 @@ class HalfSpaceTrees:
                 "latest": self._leaves(self._l),
                 "in_window": self._in_window,
             }
-        elif self._warm:
+        elif self._warm_n:  # (batches of only non-finite rows leave empty chunks: no warm-up)
             warmup = np.concatenate(self._warm).astype(_F8).tobytes()
         order = (self._cal_next - self._cal_n + np.arange(self._cal_n)) % self.calibration
         return {
@@ -510,10 +515,13 @@ class HalfSpaceTrees:
         t, f, n_int = self.n_trees, self._n_features or 0, 2**self.height - 1
         if doc["trees"] is not None:
             trees = doc["trees"]
+            # Check the sizes against the document before allocating from the settings.
+            split_dim = _array(trees["split_dim"], _I4, (t, n_int))
+            split_value = _array(trees["split_value"], _F8, (t, n_int))
             dim = np.zeros((t, self._n_nodes), dtype=np.intp)
             value = np.full((t, self._n_nodes), np.inf)
-            dim[:, :n_int] = _array(trees["split_dim"], _I4, (t, n_int))
-            value[:, :n_int] = _array(trees["split_value"], _F8, (t, n_int))
+            dim[:, :n_int] = split_dim
+            value[:, :n_int] = split_value
             if f == 0 or dim.min() < 0 or dim.max() >= f or not np.isfinite(value[:, :n_int]).all():
                 raise ValueError("split dimensions or values out of range")
             self._ws_lo = _array(trees["workspace_lo"], _F8, (t, f))

@@ -9,6 +9,11 @@ A *task* is one input topic-partition. The store keeps, per task:
   on, so a consumer that lost the partition cannot overwrite the new owner's state.
 
 Offsets only move forward: a save with an offset below the stored one is refused too.
+
+A save also says where the writer's last checkpoint was (``previous``). When the store no longer
+has it — the fence counter is gone or went backwards, or that checkpoint vanished (Redis restarted
+empty or from an older snapshot, keys deleted or evicted) — the save raises
+:class:`~streamdrift.errors.StateLostError` instead of quietly writing next to nothing.
 """
 
 from __future__ import annotations
@@ -48,8 +53,18 @@ class StateStore(Protocol):
         """The last checkpoint of ``task``, or ``None`` if it never had one."""
         ...
 
-    def save(self, task: TaskId, fence: int, state: bytes, offset: int) -> None:
-        """Atomically save state and next offset; raise ``FencedError`` if ``fence`` is stale."""
+    def save(
+        self, task: TaskId, fence: int, state: bytes, offset: int, previous: int | None = None
+    ) -> None:
+        """Atomically save state and next offset; raise ``FencedError`` if ``fence`` is stale.
+
+        ``previous`` is the offset of the writer's last checkpoint of ``task`` (the one it loaded
+        or saved), ``None`` if it had none; ``StateLostError`` if the store lost it.
+        """
+        ...
+
+    def discard(self, task: TaskId, fence: int) -> None:
+        """Delete the checkpoint of ``task`` (it was unreadable); ``FencedError`` if not owned."""
         ...
 
     def ping(self) -> bool:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 import time
 
-from streamdrift.errors import FencedError, StateError
+from streamdrift.errors import FencedError, StateError, StateLostError
 from streamdrift.state.base import Snapshot, TaskId
+from streamdrift.state.joins import MemoryJoins
 
 
-class MemoryStore:
+class MemoryStore(MemoryJoins):
     """Same semantics as the Redis store (fencing, forward-only offsets), kept in a dict."""
 
     def __init__(self) -> None:
@@ -27,21 +28,41 @@ class MemoryStore:
         with self._lock:
             return self._snapshots.get(task)
 
-    def save(self, task: TaskId, fence: int, state: bytes, offset: int) -> None:
+    def save(
+        self, task: TaskId, fence: int, state: bytes, offset: int, previous: int | None = None
+    ) -> None:
         with self._lock:
-            current = self._fences.get(task, 0)
+            current = self._fences.get(task)
+            if current is None or current < fence:
+                raise StateLostError(f"the store lost the state of {task}: fence {current}")
             if fence != current:
                 raise FencedError(
                     f"checkpoint of {task} refused: fence {fence} is stale (current {current}); "
                     "another consumer owns this partition now"
                 )
-            previous = self._snapshots.get(task)
-            if previous is not None and offset < previous.offset:
+            stored = self._snapshots.get(task)
+            if previous is not None and (stored is None or stored.offset < previous):
+                raise StateLostError(
+                    f"the store lost the state of {task}: its checkpoint at {previous} is gone"
+                )
+            if stored is not None and offset < stored.offset:
                 raise StateError(
                     f"checkpoint of {task} refused: offset {offset} is behind the saved "
-                    f"{previous.offset}; offsets only move forward"
+                    f"{stored.offset}; offsets only move forward"
                 )
             self._snapshots[task] = Snapshot(state, offset, fence, time.time())
+
+    def discard(self, task: TaskId, fence: int) -> None:
+        with self._lock:
+            if self._fences.get(task) != fence:
+                raise FencedError(f"delete of {task} refused: fence {fence} is stale")
+            self._snapshots.pop(task, None)
+
+    def clear(self) -> None:
+        """Forget everything, as a Redis restarted without persistence would (for tests)."""
+        with self._lock:
+            self._fences.clear()
+            self._snapshots.clear()
 
     def ping(self) -> bool:
         return True
