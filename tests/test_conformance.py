@@ -14,6 +14,7 @@ import pytest
 
 from streamdrift.detectors import (
     ADWIN,
+    DDM,
     KINDS,
     PSI,
     CategoricalPSI,
@@ -47,6 +48,12 @@ def _categories(seed: int, n: int = 6000) -> np.ndarray:
     return np.concatenate([first, second])
 
 
+def _errors(seed: int, n: int = 6000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    p = np.where(np.arange(n) < n // 2, 0.1, 0.3)
+    return (rng.random(n) < p).astype(np.float64)
+
+
 def _vectors(seed: int, n: int = 3000) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = rng.normal(0, 1, (n, 4))
@@ -70,6 +77,7 @@ SPECS: dict[str, Spec] = {
         {"window": 0},
         nan_is_missing=True,
     ),
+    "ddm": Spec(DDM, _errors, {"drift_threshold": 1.0}),
     "isolation_forest": Spec(
         lambda: HalfSpaceTrees(n_trees=5, height=6, window=250, seed=3),
         _vectors,

@@ -242,6 +242,40 @@ def drift_overview(lay: Layout) -> None:
          "{{model}} {{feature}} {{detector}}")]), w=12)
 
 
+def delayed_labels(lay: Layout) -> None:
+    """Concept drift from delayed labels, in the drift row (test_deploy pins the three rows)."""
+    lay.newline()
+    lay.add(timeseries("Realized error (delayed labels)", "Each model's error over its last 500 "
+                       "labels joined to their predictions (classification: error rate; "
+                       "regression: mean absolute error).", [
+                           (f"streamdrift_label_error_rate{{{MODEL}}}", "{{model}}")],
+                       "percentunit"), w=6)
+    lay.add(timeseries("Label coverage", "Share of the predictions in the join buffer that got "
+                       "their label.", [
+                           (f"streamdrift_label_coverage{{{MODEL}}}", "{{model}}")],
+                       "percentunit"), w=6)
+    lay.add(timeseries("Labels by outcome", "Joined, duplicate, late (after the TTL), unknown "
+                       "event id, dropped (pending cap), invalid, per interval.", [
+                           (f"sum by (model, outcome) (increase(streamdrift_labels_total"
+                            f"{{{MODEL}}}[{RATE}])) > 0", "{{model}} {{outcome}}")],
+                       bars=True, stack=True), w=6)
+    lay.add(timeseries("Label delay", "Label event time minus prediction event time.",
+                       quantiles("streamdrift_label_delay_seconds"), "s"), w=6)
+    lay.add(timeseries("Join buffer", "Predictions waiting for a label, and those that "
+                       "expired without one (per interval).", [
+                           (f"streamdrift_join_buffer_predictions{{{MODEL}}}", "{{model}} waiting"),
+                           ("sum by (model, reason) (increase("
+                            f"streamdrift_predictions_expired_total{{{MODEL}}}[{RATE}]))",
+                            "{{model}} expired ({{reason}})")]), w=12)
+    lay.add(timeseries("Performance alerts", "Alerts of type performance (the error stream got "
+                       "worse) per interval.", [
+                           (f'sum by (model, detector) (increase(streamdrift_alerts_total'
+                            f'{{{MODEL}, type="performance"}}[{RATE}])) > 0',
+                            "{{model}} {{detector}}"),
+                           ("sum(streamdrift_labels_pending)", "labels pending")],
+                       bars=True), w=12)
+
+
 def outliers(lay: Layout) -> None:
     lay.row("Outliers ($model)")
     lay.add(timeseries("Isolation forest score quantiles", "Quantiles of the last batch's "
@@ -271,6 +305,7 @@ def build() -> dict[str, Any]:
     lay = Layout()
     service_health(lay)
     drift_overview(lay)
+    delayed_labels(lay)
     outliers(lay)
     return {
         "uid": "streamdrift",

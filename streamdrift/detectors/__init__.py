@@ -13,6 +13,7 @@ from typing import Any
 
 from streamdrift.detectors.adwin import ADWIN
 from streamdrift.detectors.base import Detector, Signal, UpdateResult
+from streamdrift.detectors.ddm import DDM
 from streamdrift.detectors.isolation_forest import HalfSpaceTrees
 from streamdrift.detectors.page_hinkley import PageHinkley
 from streamdrift.detectors.psi import PSI, CategoricalPSI
@@ -21,6 +22,8 @@ from streamdrift.errors import StateError
 __all__ = [
     "ADWIN",
     "CATEGORICAL",
+    "DDM",
+    "ERROR",
     "KINDS",
     "MULTIVARIATE",
     "NUMERIC",
@@ -41,8 +44,11 @@ CATEGORICAL: dict[str, type[Any]] = {"psi": CategoricalPSI}
 MULTIVARIATE: dict[str, type[Any]] = {"isolation_forest": HalfSpaceTrees}
 """Config name -> detector class for a model's numeric feature vector."""
 
+ERROR: dict[str, type[Any]] = {"adwin": ADWIN, "page_hinkley": PageHinkley, "ddm": DDM}
+"""Config name -> detector class for a model's error stream (``labels.detectors``)."""
+
 KINDS: dict[str, type[Any]] = {
-    cls.kind: cls for cls in (ADWIN, PageHinkley, PSI, CategoricalPSI, HalfSpaceTrees)
+    cls.kind: cls for cls in (ADWIN, PageHinkley, PSI, CategoricalPSI, HalfSpaceTrees, DDM)
 }
 """State ``kind`` -> class, to restore any detector from its state document."""
 
