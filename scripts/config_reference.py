@@ -59,20 +59,30 @@ def _default(field: Any) -> str:
     return f"`{json.dumps(value, default=str)}`"
 
 
-def rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
+def rows(
+    model: type[BaseModel], prefix: str = "", seen: set[type[BaseModel]] | None = None
+) -> list[tuple[str, str, str, str]]:
+    seen = set() if seen is None else seen
+    seen.add(model)
     out = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         sub = _model_of(field.annotation)
         desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
-        if sub is not None and _type_name(field.annotation).startswith("list"):
+        if sub is not None and sub in seen:  # listed once already (e.g. a topic's own mapping)
+            null = " (or null)" if "None" in str(field.annotation) else ""
+            out.append((key, f"section{null}", _default(field), desc))
+        elif sub is not None and _type_name(field.annotation).startswith("dict"):
+            out.append((key, f"map of name -> {sub.__name__}", _default(field), desc))
+            out.extend(rows(sub, f"{key}.<name>.", seen))
+        elif sub is not None and _type_name(field.annotation).startswith("list"):
             out.append((key, f"list of {sub.__name__}", _default(field), desc))
-            out.extend(rows(sub, f"{key}[].").__iter__())
+            out.extend(rows(sub, f"{key}[].", seen).__iter__())
         elif sub is not None:
             doc = (sub.__doc__ or "").strip().splitlines()[0] if sub.__doc__ else ""
             null = " (or null)" if "None" in str(field.annotation) else ""
             out.append((key, f"section{null}", _default(field), desc or doc))
-            out.extend(rows(sub, f"{key}."))
+            out.extend(rows(sub, f"{key}.", seen))
         else:
             out.append((key, _type_name(field.annotation), _default(field), desc))
     return out

@@ -31,6 +31,7 @@ DETECTOR_KINDS: dict[str, tuple[str, ...]] = {
     "numeric": ("adwin", "page_hinkley", "psi"),
     "categorical": ("psi",),
     "multivariate": ("isolation_forest",),
+    "error": ("adwin", "page_hinkley", "ddm"),
 }
 
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -164,6 +165,15 @@ class CheckpointConfig(Section):
     )
     every_seconds: float = Field(
         default=5.0, gt=0, description="Checkpoint after this many seconds."
+    )
+    on_state_loss: Literal["rewarm", "rebuild"] = Field(
+        default="rewarm",
+        description=(
+            "When a partition's checkpoint is found lost or unreadable at assignment: `rewarm` "
+            "starts fresh detectors at the last known offset; `rebuild` re-reads the partition "
+            "from the earliest offset Kafka has (alerts of re-read events are sent again, same "
+            "ids). Either way a `state_reset` alert is sent."
+        ),
     )
 
 
@@ -361,3 +371,103 @@ class MetricsConfig(Section):
     port: int = Field(
         default=9108, ge=0, le=65535, description="TCP port; 0 disables the endpoint."
     )
+    max_series: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most (model, feature, detector) label sets of the detector metrics; "
+        "updates past it are counted in metric_series_dropped_total.",
+    )
+
+
+CARRIES = ("features", "prediction", "label")
+"""What an input topic's events can carry (``topics.<name>.carries``)."""
+Carried = Literal["features", "prediction", "label"]
+
+
+class TopicConfig(Section):
+    """One input topic's own shape: its field mapping and what its events carry."""
+
+    mapping: MappingConfig | None = Field(
+        default=None,
+        description="This topic's field mapping (same keys as `mapping`); null = the top-level "
+        "`mapping`.",
+    )
+    carries: list[Carried] | None = Field(
+        default=None,
+        min_length=1,
+        description="What the events carry: features, prediction, label (any of them); null = "
+        "what the mapping maps (features, plus prediction and label when their paths are set).",
+    )
+
+    @field_validator("carries")
+    @classmethod
+    def _distinct(cls, carries: list[Carried] | None) -> list[Carried] | None:
+        if carries is not None and len(set(carries)) != len(carries):
+            raise ValueError("carries lists a kind twice")
+        return carries
+
+
+class LabelsConfig(Section):
+    """Delayed labels: the join to predictions by event id and the per-model error stream."""
+
+    problem: Literal["classification", "regression"] = Field(
+        default="classification",
+        description="classification: error = 0/1 (prediction != label); regression: error = "
+        "|prediction - label|.",
+    )
+    score_threshold: float = Field(
+        default=0.5,
+        description="Classification with a numeric score: predicted positive when score >= this.",
+    )
+    positive_labels: list[str] = Field(
+        default_factory=lambda: ["1", "true", "yes", "positive"],
+        min_length=1,
+        description="Classification with a numeric score and string labels: labels meaning "
+        "positive (case-insensitive).",
+    )
+    ttl_seconds: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="The join buffer keeps each model's predictions of the last ttl_seconds "
+        "(event time, up to its newest); a label whose prediction left it is late, a label "
+        "waiting for one older than that is unknown.",
+    )
+    max_predictions: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Cap of the join buffer per model (predictions waiting for a label); the "
+        "oldest are evicted first.",
+    )
+    max_pending: int = Field(
+        default=10_000,
+        ge=1,
+        description="Cap per label partition of labels waiting for their prediction to become "
+        "visible; beyond it the oldest is given up (counted as dropped).",
+    )
+    retry_seconds: float = Field(
+        default=1.0, gt=0, description="How often waiting labels look for their prediction again."
+    )
+    detectors: dict[str, Any] | None = Field(
+        default=None,
+        description="Detectors on the error stream: kind (adwin, page_hinkley, ddm) -> params or "
+        "false; null = adwin and ddm (classification) or adwin (regression).",
+    )
+
+    @field_validator("detectors", mode="before")
+    @classmethod
+    def _kinds(cls, spec: Any) -> dict[str, Any] | None:
+        return _check_detectors("error", spec)
+
+    @field_validator("positive_labels")
+    @classmethod
+    def _lower(cls, labels: list[str]) -> list[str]:
+        return [label.lower() for label in labels]
+
+    @model_validator(mode="after")
+    def _ddm_is_binary(self) -> LabelsConfig:
+        if self.problem == "regression" and (self.detectors or {}).get("ddm") not in (None, False):
+            raise ValueError(
+                "ddm watches a 0/1 error rate; with problem: regression the error is "
+                "|prediction - label|: use adwin or page_hinkley"
+            )
+        return self

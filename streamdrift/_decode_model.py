@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from streamdrift._columns import (
     FloatArray,
     ObjectArray,
     categorical_column,
+    describe,
     infer_type,
     numeric_column,
     to_epoch_seconds,
@@ -26,7 +28,11 @@ from streamdrift.config import LABEL, PREDICTION, RESERVED_FEATURES, FeatureType
 from streamdrift.paths import Extractor, Step, format_path
 
 IntArray = npt.NDArray[np.int64]
+_USABLE = frozenset({str, int, float, bool})
 
+
+MAX_FEATURE_NAME_LENGTH = 256
+"""Longer feature names (keys of ``features.path`` objects) make the event a dead letter."""
 
 Field = tuple[Extractor, str]
 """A compiled path (docs -> values) and the path as written, for dead-letter details."""
@@ -47,6 +53,8 @@ class Plan:
     declared: dict[str, FeatureType]
     allow_missing: bool
     max_features: int
+    label_required: bool = False
+    event_id_required: bool = False
 
 
 @dataclass(slots=True)
@@ -86,9 +94,10 @@ class ModelColumns:
         """Rows x features float64 matrix of ``features`` (default: numeric features, sorted,
         without the prediction) for the multivariate detector."""
         names = sorted(n for n in self.numeric if n != PREDICTION) if features is None else features
-        if not names:
-            return np.empty((len(self), 0), dtype=np.float64)
-        return np.column_stack([self.numeric[n] for n in names])
+        out = np.empty((len(self), len(names)), dtype=np.float64)
+        for j, name in enumerate(names):  # cheaper than column_stack's checks and copies
+            out[:, j] = self.numeric[name]
+        return out
 
     def missing_counts(self) -> dict[str, int]:
         """Feature -> number of missing values, for the features that have any."""
@@ -116,10 +125,11 @@ def _feature_names(
 ) -> list[str]:
     """Known features of the model plus the new ones this batch may add (within the limit)."""
     names = [name for name in known if name not in RESERVED_FEATURES]
-    new = set().union(*feats).difference(known) if feats else set()
-    if not new:
-        return names
-    for name in new & RESERVED_FEATURES:
+    keys = set().union(*feats) if feats else set()
+    new = keys.difference(known)
+    # Reserved names are checked against every key, not only new ones: once the prediction's
+    # type is known (it is kept under the reserved name), the check must not stop.
+    for name in keys & RESERVED_FEATURES:
         for row, feat in enumerate(feats):
             if name in feat:
                 bad.setdefault(
@@ -131,6 +141,22 @@ def _feature_names(
                     ),
                 )
     new -= RESERVED_FEATURES
+    if not new:
+        return names
+    too_long = {name for name in new if len(name) > MAX_FEATURE_NAME_LENGTH}
+    if too_long:  # names become state keys and metric labels: bounded like model ids
+        for row, feat in enumerate(feats):
+            long_name = next((k for k in feat if k in too_long), None)
+            if long_name is not None:
+                bad.setdefault(
+                    row,
+                    (
+                        "wrong_type",
+                        f"feature name {long_name[:40]!r}... is longer than "
+                        f"{MAX_FEATURE_NAME_LENGTH} characters",
+                    ),
+                )
+        new -= too_long
     budget = plan.max_features - len(names)
     if len(new) <= budget:
         return names + sorted(new)
@@ -155,6 +181,16 @@ def _feature_names(
     return names + list(admitted)
 
 
+@functools.lru_cache(maxsize=65536)
+def _feature_label(steps: tuple[Step, ...], name: str) -> str:
+    """How dead-letter details name a feature, e.g. ``feature 'amount' at features.amount``.
+
+    Cached: it is needed for every feature of every model in every batch, and formatting the
+    path was 5% of the decode with thousands of models (benchmarks/bench_scaling.py).
+    """
+    return f"feature {name!r} at {format_path((*steps, name))}"
+
+
 def build_columns(
     plan: Plan,
     model: str,
@@ -173,31 +209,80 @@ def build_columns(
     categorical: dict[str, ObjectArray] = {}
     types: dict[str, FeatureType] = {}
 
-    def add(name: str, values: Callable[[], Iterator[Any]], what: str, allow_missing: bool) -> None:
-        ftype = known.get(name) or plan.declared.get(name)
+    def add(
+        name: str,
+        values: Callable[[], Iterator[Any]],
+        what: str,
+        allow_missing: bool,
+        discovered: bool = False,
+    ) -> None:
+        """One column. A feature ``discovered`` among the keys of the features object that the
+        model does not know yet starts at its first usable value (a string, number or boolean):
+        with ``allow_missing`` false only the rows from there on must have a value, as if the
+        earlier ones had come in an earlier batch (scripts/fuzz_decode.py checks that the
+        outcome does not depend on batch boundaries). Mapped fields exist from the start."""
+        ftype = known.get(name)
         listed = None
+        first = 0
         if ftype is None:
             listed = list(values())
-            ftype = infer_type(listed)
+            usable = next((i for i, v in enumerate(listed) if v.__class__ in _USABLE), -1)
+            if discovered:
+                first = usable
+            declared = plan.declared.get(name)
+            if first >= 0:
+                ftype = declared or infer_type(listed)
+            if declared is None and usable > 0:  # lists or objects while the type was open
+                for row in range(usable):
+                    if listed[row] is not None:
+                        bad.setdefault(
+                            row,
+                            (
+                                "wrong_type",
+                                f"{what}: expected a number or a string, "
+                                f"got {describe(listed[row])}",
+                            ),
+                        )
             if ftype is None:  # only nulls so far: the type is decided when a value arrives
+                # ... and lists or objects, which no type takes, are never dropped silently.
+                for row, value in enumerate(listed):
+                    if value is not None:
+                        bad.setdefault(
+                            row,
+                            (
+                                "wrong_type",
+                                f"{what}: expected a number or a string, got {describe(value)}",
+                            ),
+                        )
+                    elif not allow_missing and not discovered:
+                        bad.setdefault(row, ("missing_field", f"{what} is missing or null"))
                 return
         types[name] = ftype
+        strict = not allow_missing and first == 0
+        column: FloatArray | ObjectArray
         if ftype == "numeric":
-            numeric[name] = numeric_column(values, listed, what, allow_missing, bad)
+            column = numeric[name] = numeric_column(values, listed, what, not strict, bad)
         else:
-            categorical[name] = categorical_column(values, listed, what, allow_missing, bad)
+            column = categorical[name] = categorical_column(values, listed, what, not strict, bad)
+        if not allow_missing and first > 0:
+            tail = column[first:].tolist()
+            for row, value in enumerate(tail, start=first):
+                if value is None or value != value:  # None or NaN
+                    bad.setdefault(row, ("missing_field", f"{what} is missing or null"))
 
     if plan.features_steps is None:
         for name, (extract, path) in plan.fields.items():
             add(name, partial(extract, docs), f"feature {name!r} at {path}", plan.allow_missing)
     else:
-        for name in _feature_names(plan, model, feats, known, bad):
-            where = format_path((*plan.features_steps, name))
+        # Sorted: when an event has several problems, the one reported must not depend on
+        # which features were already known, i.e. on the batch boundaries.
+        for name in sorted(_feature_names(plan, model, feats, known, bad)):
             add(
                 name,
                 partial(map, dict.get, feats, repeat(name)),
-                f"feature {name!r} at {where}",
+                _feature_label(plan.features_steps, name),
                 plan.allow_missing,
+                discovered=True,
             )
     if plan.prediction is not None:
         extract, path = plan.prediction
@@ -205,7 +290,7 @@ def build_columns(
     label: FloatArray | ObjectArray | None = None
     if plan.label is not None:
         extract, path = plan.label
-        add(LABEL, partial(extract, docs), f"label at {path}", True)
+        add(LABEL, partial(extract, docs), f"label at {path}", not plan.label_required)
         label = numeric.pop(LABEL) if LABEL in numeric else categorical.pop(LABEL, None)
 
     def record_time(row: int) -> float:
@@ -220,6 +305,10 @@ def build_columns(
     if plan.event_id is not None:
         extract, path = plan.event_id
         event_ids = to_ids(list(extract(docs)), path, bad)
+        if plan.event_id_required:
+            for row, event_id in enumerate(event_ids):
+                if event_id is None:
+                    bad.setdefault(row, ("missing_field", f"event id missing at path {path!r}"))
     else:
         event_ids = [None] * len(docs)
     positions = np.array(rows, dtype=np.int64)

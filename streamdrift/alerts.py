@@ -120,7 +120,7 @@ class Alert:
             "type": self.type,
             "model_id": self.model_id,
             "feature": self.feature,
-            "detector": self.detector,
+            "detector": self.detector or None,  # none for state_reset
             "statistic": _finite_or_none(self.statistic),
             "threshold": _finite_or_none(self.threshold),
             "severity": self.severity,

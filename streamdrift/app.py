@@ -6,6 +6,7 @@ only in where records come from and where alerts go.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -17,18 +18,23 @@ from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
 
 from streamdrift.alerts import Alert
 from streamdrift.bank import DetectorBank
-from streamdrift.checkpoint import Checkpointer, Task
+from streamdrift.checkpoint import Checkpointer, CheckpointReport, Task
 from streamdrift.config import Config
 from streamdrift.errors import DeliveryError, FencedError, StateError, StoreError
 from streamdrift.events import DecodedBatch, RawRecord
 from streamdrift.kafka import Outbox, make_consumer, make_producer, to_raw
 from streamdrift.metrics import Metrics
-from streamdrift.state.base import StateStore, TaskId
+from streamdrift.resets import StateReset
+from streamdrift.state.base import Snapshot, StateStore, TaskId
+from streamdrift.state.joins import joins_of
 from streamdrift.state.memory import MemoryStore
 
 __all__ = ["ReplayReport", "Service", "make_store", "replay"]
 
 log = logging.getLogger("streamdrift")
+
+_COMMITTED_TIMEOUT_MS = 5000
+"""How long one read of a committed offset (on partition assignment) may wait."""
 
 
 def make_store(config: Config) -> StateStore:
@@ -37,36 +43,74 @@ def make_store(config: Config) -> StateStore:
         return MemoryStore()
     from streamdrift.state.redis import RedisStore
 
-    return RedisStore(config.redis.url.get_secret_value(), config.redis.key_prefix)
+    store = RedisStore(config.redis.url.get_secret_value(), config.redis.key_prefix)
+    store.verify()  # refused credentials or TLS: a clear error now, not retries forever
+    return store
 
 
-def open_task(store: StateStore, config: Config, task_id: TaskId) -> tuple[Task, int | None]:
-    """Take ownership of a task: new fence, bank and position from its last checkpoint."""
+def open_task(
+    store: StateStore,
+    config: Config,
+    task_id: TaskId,
+    *,
+    committed: Callable[[], int | None] | None = None,
+) -> tuple[Task, int | None]:
+    """Take ownership of a task: new fence, bank and position from its last checkpoint.
+
+    Returns the task and the offset to seek to (``None``: no checkpoint, or a rebuild from the
+    earliest offset). ``committed`` gives the consumer group's committed offset of the partition:
+    one without a checkpoint in the store means the store lost it. A lost or unreadable checkpoint
+    is never used nor silently replaced: the task starts with fresh detectors as
+    ``checkpoint.on_state_loss`` says and carries the :class:`StateReset` in ``task.reset``
+    (see :mod:`streamdrift.resets`).
+    """
     fence = store.acquire(task_id)
-    snap = store.load(task_id)
-    if snap is None:
-        return Task(task_id, DetectorBank(config, task_id), fence, None), None
+    snap: Snapshot | None = None
     try:
-        bank = DetectorBank.from_state(config, task_id, snap.state)
+        snap = store.load(task_id)
+        if snap is not None:
+            bank = DetectorBank.from_state(config, task_id, snap.state)
+            return Task(task_id, bank, fence, snap.offset, saved_offset=snap.offset), snap.offset
     except StateError as exc:
-        # Never continue with a bank we cannot read; start this partition afresh from the saved
-        # position and say so loudly.
-        log.error("%s; starting %s with fresh detectors at offset %d", exc, task_id, snap.offset)
-        bank = DetectorBank(config, task_id)
-    task = Task(task_id, bank, fence, snap.offset, saved_offset=snap.offset)
-    return task, snap.offset
+        reason, detail = "state_corrupt", str(exc)
+        lost_at = snap.offset if snap is not None else None
+        store.discard(task_id, fence)  # saves are forward-only and check the stored offset
+    else:
+        known = committed() if committed is not None else None
+        if known is None:
+            return Task(task_id, DetectorBank(config, task_id), fence, None), None
+        reason, lost_at = "state_lost", known
+        detail = (
+            f"no checkpoint of {task_id} in the state store, but the consumer group committed "
+            f"offset {known} (committed only after a checkpoint): the store lost it"
+        )
+    recovery = config.checkpoint.on_state_loss
+    resume = None
+    if recovery == "rewarm":
+        resume = lost_at if lost_at is not None else committed() if committed is not None else None
+    reset = StateReset(task_id, reason, detail, recovery, lost_at, resume)
+    log.error("state reset: %s", reset.describe())
+    return Task(task_id, DetectorBank(config, task_id), fence, resume, reset=reset), resume
 
 
 def process_records(
-    task: Task, records: list[RawRecord], metrics: Metrics | None
+    task: Task,
+    records: list[RawRecord],
+    metrics: Metrics | None,
+    store: StateStore | None = None,
 ) -> tuple[DecodedBatch, list[Alert]]:
-    """Decode and detect one batch of a task; advances the task's position."""
+    """Decode and detect one batch of a task; advances the task's position.
+
+    With ``store`` the batch's labels are joined to their predictions (``streamdrift.labels``).
+    """
     started = time.perf_counter()
     decoded = task.bank.decoder.decode_batch(records)
     for model, feature, ftype in decoded.new_types:
         log.info("%s: model %r feature %r inferred as %s", task.id, model, feature, ftype)
     observer = metrics.update_detector_gauges if metrics is not None else None
     alerts = task.bank.process(decoded, observer=observer)
+    if task.bank.labels is not None and store is not None:
+        alerts += join_labels(task, store, metrics, decoded)
     task.next_offset = records[-1].offset + 1
     task.dirty = True
     if metrics is not None:
@@ -85,6 +129,28 @@ def process_records(
                 alert.type, alert.detector, alert.model_id, alert.feature or "", alert.detected_at
             )
     return decoded, alerts
+
+
+def join_labels(
+    task: Task, store: StateStore, metrics: Metrics | None, batch: DecodedBatch | None = None
+) -> list[Alert]:
+    """Join ``batch``'s labels, or (no batch) retry the task's waiting labels; the alerts."""
+    joiner = task.bank.labels
+    if joiner is None or (batch is None and not joiner.n_pending):
+        return []
+    joins = joins_of(store)
+    if batch is None:
+        alerts, report = joiner.retry(joins, time.time())
+        task.dirty = task.dirty or bool(report.outcomes)
+    else:
+        alerts, report = joiner.process(batch, joins, time.time())
+    if metrics is not None:
+        metrics.record_join(task.id, report, joins)
+        for alert in alerts:
+            metrics.record_alert(
+                alert.type, alert.detector, alert.model_id, alert.feature or "", alert.detected_at
+            )
+    return alerts
 
 
 # -- embedded mode ---------------------------------------------------------------------------
@@ -120,6 +186,10 @@ def replay(
     task_id = TaskId(topic or config.kafka.input_topics[0], 0)
     store = store if store is not None else MemoryStore()
     task, resume = open_task(store, config, task_id)
+    if task.reset is not None:
+        write_alert(task.reset.alert().to_json())
+        if metrics is not None:
+            metrics.record_state_reset(task.reset.reason, task.reset.recovery)
     checkpointer = Checkpointer(store, outbox=None)
     report = ReplayReport()
     started = time.perf_counter()
@@ -133,7 +203,7 @@ def replay(
         report.skipped += len(chunk) - len(records)
         if not records:
             continue
-        decoded, alerts = process_records(task, records, metrics)
+        decoded, alerts = process_records(task, records, metrics, store)
         for letter in decoded.invalid:
             write_dead_letter(letter.to_json())
         for alert in alerts:
@@ -146,13 +216,25 @@ def replay(
             report.invalid_by_reason[reason] = report.invalid_by_reason.get(reason, 0) + n
         since += len(records)
         if since >= every:
-            checkpointer.checkpoint([task])
+            _record_remembered(metrics, checkpointer.checkpoint([task]))
             since = 0
         if on_batch is not None:
             on_batch(report)
-    checkpointer.checkpoint([task])
+    _record_remembered(metrics, checkpointer.checkpoint([task]))
+    if task.bank.labels is not None and task.bank.labels.n_pending:
+        # Labels read before their prediction (same input, not yet checkpointed): once more.
+        for alert in join_labels(task, store, metrics):
+            write_alert(alert.to_json())
+            report.n_alerts += 1
+        _record_remembered(metrics, checkpointer.checkpoint([task]))
     report.seconds = time.perf_counter() - started
     return report, task.bank
+
+
+def _record_remembered(metrics: Metrics | None, report: CheckpointReport) -> None:
+    if metrics is not None:
+        for model, result in report.remembered:
+            metrics.record_remembered(model, result)
 
 
 def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
@@ -197,7 +279,11 @@ class Service:
         self.metrics = metrics
         self.store = store if store is not None else make_store(config)
         self.consumer = consumer if consumer is not None else make_consumer(config)
-        self.outbox = Outbox(producer if producer is not None else make_producer(config))
+        self.outbox = (
+            Outbox(producer)
+            if producer is not None
+            else Outbox(make_producer(config), renew=functools.partial(make_producer, config))
+        )
         self.checkpointer = Checkpointer(self.store, self.outbox, self._commit)
         self.tasks: dict[TaskId, Task] = {}
         self.stop_event = threading.Event()
@@ -207,6 +293,9 @@ class Service:
         self._last_checkpoint = time.monotonic()
         self._since_checkpoint = 0
         self._backoff = _Backoff()
+        self._offsets_reader: Any = None
+        self._in_listener = False
+        self._last_label_retry = 0.0
 
     # -- readiness -----------------------------------------------------------------------------
 
@@ -230,7 +319,11 @@ class Service:
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             def on_partitions_revoked(self, revoked: Any) -> None:
-                service._on_revoked([TaskId(tp.topic, tp.partition) for tp in revoked])
+                service._in_listener = True
+                try:
+                    service._on_revoked([TaskId(tp.topic, tp.partition) for tp in revoked])
+                finally:
+                    service._in_listener = False
 
             def on_partitions_assigned(self, assigned: Any) -> None:
                 service._on_assigned(list(assigned))
@@ -241,7 +334,7 @@ class Service:
         tasks = [self.tasks[t] for t in revoked if t in self.tasks]
         if tasks:
             try:
-                self.checkpointer.checkpoint(tasks, force=False)
+                self._checkpoint(tasks, force=False)
             except (DeliveryError, StoreError) as exc:
                 # The next owner resumes from the last good checkpoint: alerts may repeat, with
                 # the same ids; nothing is lost.
@@ -260,16 +353,27 @@ class Service:
             task_id = TaskId(tp.topic, tp.partition)
             while True:
                 try:
-                    task, resume = open_task(self.store, self.config, task_id)
+                    committed = functools.partial(self._committed, tp)
+                    task, resume = open_task(self.store, self.config, task_id, committed=committed)
                     break
                 except StoreError as exc:
                     self._store_error("load", exc)
                     if self.stop_event.wait(self._backoff.next()):
                         return
+                except FencedError as exc:  # taken over already; the rebalance will revoke it
+                    log.warning("%s", exc)
+                    task = None
+                    break
             self._backoff.reset()
+            if task is None:
+                continue
             self.tasks[task_id] = task
             if resume is not None:
                 self.consumer.seek(TopicPartition(tp.topic, tp.partition), resume)
+            if task.reset is not None:
+                self._emit_reset(task.reset)
+                if resume is None:  # rebuild: from the earliest offset Kafka still has
+                    self.consumer.seek_to_beginning(TopicPartition(tp.topic, tp.partition))
             log.info(
                 "assigned %s (fence %d, %s)",
                 task_id,
@@ -277,6 +381,67 @@ class Service:
                 f"resuming at offset {resume}" if resume is not None else "no checkpoint yet",
             )
         self._owned_changed()
+
+    def _committed(self, tp: Any) -> int | None:
+        """The group's committed offset of ``tp`` (retried: a lost state must not go unnoticed).
+
+        Asked through a second, unsubscribed consumer of the same group: the rebalance listener
+        runs on the group consumer's IO thread, which cannot block on its own requests.
+        """
+        while True:
+            try:
+                reader = self._offsets_reader_consumer()
+                # Bounded: an unbounded wait here would hold the rebalance with no word in the log.
+                committed = reader.committed(
+                    TopicPartition(tp.topic, tp.partition), timeout_ms=_COMMITTED_TIMEOUT_MS
+                )
+                return None if committed is None else int(committed)
+            except Exception as exc:
+                if self.metrics is not None:
+                    self.metrics.kafka_error("commit")
+                log.warning("reading the committed offset of %s failed: %s", tp, exc)
+                if self.stop_event.wait(self._backoff.next()):
+                    return None
+
+    def _offsets_reader_consumer(self) -> Any:
+        if self._offsets_reader is None:
+            self._offsets_reader = make_consumer(self.config, client_id="streamdrift-offsets")
+        return self._offsets_reader
+
+    def _emit_reset(self, reset: StateReset) -> None:
+        """The ``state_reset`` alert goes out before any checkpoint of the reset task."""
+        alert = reset.alert()
+        self.outbox.send(self.config.kafka.alert_topic, alert.to_json(), alert.key)
+        if self.metrics is not None:
+            self.metrics.record_state_reset(reset.reason, reset.recovery)
+
+    def _checkpoint(self, tasks: Iterable[Task], *, force: bool = False) -> CheckpointReport:
+        """The ordered checkpoint; a task whose checkpoint the store lost is written back.
+
+        Only an owner can find that out mid-stream (its fenced save sees the fence or its last
+        checkpoint gone), and its bank is complete up to its position: it takes a new fence,
+        announces a ``state_reset`` (recovery ``restored``) and saves again at once.
+        """
+        todo = list(tasks)
+        report = self.checkpointer.checkpoint(todo, force=force)
+        lost = [t for t in todo if t.id in report.lost]
+        if not lost:
+            return report
+        for task in lost:
+            fence = self.store.acquire(task.id)
+            why, at = task.lost or "", task.next_offset
+            reset = StateReset(task.id, "state_lost", why, "restored", task.saved_offset, at)
+            log.error("state reset: %s", reset.describe())
+            self._emit_reset(reset)
+            task.fence, task.saved_offset, task.lost, task.dirty = fence, None, None, True
+        again = self.checkpointer.checkpoint(lost, force=True)
+        report.saved += again.saved
+        report.fenced += again.fenced
+        report.lost = again.lost
+        report.remembered += again.remembered
+        report.nbytes += again.nbytes
+        report.seconds += again.seconds
+        return report
 
     def _owned_changed(self) -> None:
         if self.metrics is not None:
@@ -288,6 +453,8 @@ class Service:
     def run(self, max_seconds: float | None = None) -> None:
         """Consume until :attr:`stop_event` is set (SIGTERM/SIGINT) or ``max_seconds`` passed."""
         k = self.config.kafka
+        # Made here, not inside the rebalance listener (the group consumer's IO thread).
+        self._offsets_reader_consumer()
         self.consumer.subscribe(topics=list(k.input_topics), listener=self._listener())
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         try:
@@ -295,6 +462,7 @@ class Service:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 self._poll_once(k.poll_timeout_ms, k.max_poll_records)
+                self._retry_labels()
                 self._maybe_checkpoint()
         finally:
             self.shutdown()
@@ -313,7 +481,7 @@ class Service:
             task = self.tasks.get(TaskId(tp.topic, tp.partition))
             if task is None or task.fenced or not records:
                 continue
-            decoded, alerts = process_records(task, to_raw(records), self.metrics)
+            decoded, alerts = process_records(task, to_raw(records), self.metrics, self.store)
             for letter in decoded.invalid:
                 if k.dead_letter_topic is not None:
                     self.outbox.send(k.dead_letter_topic, letter.to_json(), letter.key)
@@ -332,6 +500,18 @@ class Service:
                 self.outbox.send(k.alert_topic, alert.to_json(), alert.key)
             self._since_checkpoint += len(records)
         self._update_lag()
+
+    def _retry_labels(self) -> None:
+        """Every ``labels.retry_seconds``: waiting labels look for their prediction again."""
+        now = time.monotonic()
+        if now - self._last_label_retry < self.config.labels.retry_seconds:
+            return
+        self._last_label_retry = now
+        for task in list(self.tasks.values()):
+            if task.fenced or task.bank.labels is None:
+                continue
+            for alert in join_labels(task, self.store, self.metrics):
+                self.outbox.send(self.config.kafka.alert_topic, alert.to_json(), alert.key)
 
     def _update_lag(self) -> None:
         """Lag per owned partition from the high watermark the last fetch reported (no request)."""
@@ -358,7 +538,7 @@ class Service:
         if not due:
             return True
         try:
-            report = self.checkpointer.checkpoint(self.tasks.values(), force=force)
+            report = self._checkpoint(self.tasks.values(), force=force)
         except DeliveryError as exc:
             self._checkpoint_failed("kafka", "produce", exc)
             return False
@@ -379,6 +559,7 @@ class Service:
         if self.metrics is not None:
             result = "fenced" if report.fenced else "ok"
             self.metrics.record_checkpoint(report.seconds, report.nbytes, result)
+        _record_remembered(self.metrics, report)
         return True
 
     def _checkpoint_failed(self, system: str, op: str, exc: Exception) -> None:
@@ -404,12 +585,16 @@ class Service:
 
     def _commit(self, offsets: dict[TaskId, int]) -> None:
         try:
-            self.consumer.commit(
-                {
-                    TopicPartition(t.topic, t.partition): OffsetAndMetadata(o, "", -1)
-                    for t, o in offsets.items()
-                }
-            )
+            tps = {
+                TopicPartition(t.topic, t.partition): OffsetAndMetadata(o, "", -1)
+                for t, o in offsets.items()
+            }
+            if self._in_listener:
+                # The revocation checkpoint runs on the consumer's IO thread, where a blocking
+                # commit is refused: send it without waiting (it precedes the rejoin).
+                self.consumer.commit_async(tps)
+            else:
+                self.consumer.commit(tps)
         except (
             Exception
         ) as exc:  # Redis holds the truth; a failed Kafka commit only affects lag tools
@@ -421,7 +606,7 @@ class Service:
         """Final checkpoint (retried briefly), then close the clients."""
         for _ in range(3):
             try:
-                self.checkpointer.checkpoint(self.tasks.values(), force=False)
+                self._checkpoint(self.tasks.values(), force=False)
                 break
             except (DeliveryError, StoreError, FencedError) as exc:
                 log.error("final checkpoint failed: %s", exc)
@@ -430,6 +615,11 @@ class Service:
             self.consumer.close(autocommit=False)
         except Exception as exc:
             log.warning("closing the consumer failed: %s", exc)
+        if self._offsets_reader is not None:
+            try:
+                self._offsets_reader.close(autocommit=False)
+            except Exception as exc:
+                log.warning("closing the offsets reader failed: %s", exc)
         self.outbox.close()
         self.store.close()
         self.healthy = False

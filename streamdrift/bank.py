@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -27,6 +27,8 @@ from streamdrift.config import Config, FeatureType
 from streamdrift.detectors import CATEGORICAL, MULTIVARIATE, NUMERIC, Detector, detector_from_state
 from streamdrift.errors import StateError
 from streamdrift.events import DecodedBatch, Decoder, ModelColumns
+from streamdrift.labels import LabelJoiner
+from streamdrift.reference import reference_for
 from streamdrift.state.base import TaskId
 
 __all__ = ["BANK_STATE_VERSION", "BankCounters", "DetectorBank"]
@@ -69,7 +71,6 @@ class _Stream:
     kind: str
     detector: Detector
     features: tuple[str, ...] = ()  # the multivariate detector's input columns
-    stats: dict[str, float] = field(default_factory=dict)
 
 
 _SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -81,7 +82,7 @@ class DetectorBank:
     def __init__(self, config: Config, task: TaskId) -> None:
         self.config = config
         self.task = task
-        self.decoder = Decoder.from_config(config)
+        self.decoder = Decoder.from_config(config, task.topic)
         self.counters = BankCounters()
         self.policy = CooldownPolicy(
             config.alerts.cooldown_events, config.alerts.outlier_cooldown_events
@@ -90,6 +91,8 @@ class DetectorBank:
         self._streams: dict[str, dict[str, list[_Stream]]] = {}
         self._multi: dict[str, list[_Stream]] = {}
         self._model_seen: dict[str, int] = {}
+        # Delayed labels (streamdrift.labels): predictions to remember, labels to join.
+        self.labels = LabelJoiner(config, task, self.policy) if config.labels_active else None
 
     # -- processing --------------------------------------------------------------------------
 
@@ -110,6 +113,8 @@ class DetectorBank:
             self.counters.offset_sum += int(offsets.sum())
             self.counters.offset_xor ^= int(np.bitwise_xor.reduce(offsets)) if len(offsets) else 0
         alerts.sort(key=lambda a: (a.offset, a.detector, a.feature or ""))
+        if self.labels is not None:
+            self.labels.collect(batch)
         return alerts
 
     def _process_model(
@@ -212,6 +217,9 @@ class DetectorBank:
             kwargs = dict(params)
             if ftype == "categorical" and _accepts(cls, "max_categories"):
                 kwargs.setdefault("max_categories", self.config.limits.max_categories)
+            ref = reference_for(self.config) if kind == "psi" else None
+            if ref is not None:  # start from the training data's profile, not a warm-up
+                kwargs = ref.psi_kwargs(model_id, feature, ftype, kwargs)
             streams.append(_Stream(feature, kind, cls(**kwargs)))
         return streams
 
@@ -229,6 +237,9 @@ class DetectorBank:
         streams = []
         for kind, params in self.config.multivariate_for(model_id).items():
             cls = MULTIVARIATE[kind]
+            ref = reference_for(self.config) if kind == "isolation_forest" else None
+            if ref is not None:
+                params = ref.forest_kwargs(model_id, features, params)
             streams.append(_Stream(None, kind, cls(**params), features=features))
         return streams
 
@@ -262,6 +273,7 @@ class DetectorBank:
                 for s in streams
             ],
             "multi_empty": [model for model, streams in self._multi.items() if not streams],
+            "labels": None if self.labels is None else self.labels.to_state(),
         }
         return bytes(msgpack.packb(doc, use_bin_type=True))
 
@@ -295,11 +307,49 @@ class DetectorBank:
                 bank._multi.setdefault(model, []).append(stream)
             for model in doc["multi_empty"]:
                 bank._multi.setdefault(model, [])
+            if bank.labels is not None and doc.get("labels") is not None:
+                bank.labels.load_state(doc["labels"])
+            bank._check_restored()
         except StateError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
+        except Exception as exc:  # e.g. MemoryError or RecursionError from a hostile document
             raise StateError(f"bank state of {task} is incomplete or corrupt: {exc!r}") from exc
         return bank
+
+    def _check_restored(self) -> None:
+        """Refuse a restored bank whose parts do not fit together (it would fail mid-stream)."""
+        types = self.decoder.feature_types
+        for model, by_feature in self._streams.items():
+            if not isinstance(model, str) or not all(isinstance(f, str) for f in by_feature):
+                raise StateError("stream model ids and feature names must be strings")
+            for feature, streams in by_feature.items():
+                ftype = types.get(model, {}).get(feature)
+                registry = NUMERIC if ftype == "numeric" else CATEGORICAL
+                for s in streams:
+                    cls = registry.get(s.kind) if ftype is not None else None
+                    if ftype is not None and (cls is None or not isinstance(s.detector, cls)):
+                        raise StateError(
+                            f"detector {s.kind!r} ({s.detector.kind}) of {model}/{feature} does "
+                            f"not fit the feature's type {ftype}"
+                        )
+        for model, streams in self._multi.items():
+            for s in streams:
+                cls = MULTIVARIATE.get(s.kind)
+                feats = s.features
+                width = getattr(s.detector, "_n_features", None)
+                if (
+                    not isinstance(model, str)
+                    or cls is None
+                    or not isinstance(s.detector, cls)
+                    or len(feats) < 2
+                    or len(set(feats)) != len(feats)
+                    or any(types.get(model, {}).get(f) != "numeric" for f in feats)
+                    or (width is not None and width != len(feats))
+                ):
+                    raise StateError(
+                        f"multivariate detector {s.kind!r} of {model!r} does not fit its "
+                        f"features {list(feats)!r}"
+                    )
 
     # -- introspection -----------------------------------------------------------------------
 

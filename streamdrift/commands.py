@@ -33,15 +33,24 @@ def config_from(path: str | None) -> Config:
     return load_config(path) if path else load_default_config()
 
 
+def check_reference(config: Config, source: str | None) -> None:
+    """Startup: the reference profile the config names loads and matches it (or raise)."""
+    if config.reference is not None:
+        from streamdrift.reference import validate
+
+        validate(config, source or "the embedded default config")
+
+
 def run(config_path: str, max_seconds: float | None = None) -> int:
     """``streamdrift run``: the Kafka service until SIGTERM/SIGINT."""
     from streamdrift.app import Service
     from streamdrift.metrics import Metrics, MetricsServer
 
     config = load_config(config_path)
+    check_reference(config, config_path)
     setup_logging(config.log_level)
     log.info("starting: %s", "; ".join(config.summary()))
-    metrics = Metrics()
+    metrics = Metrics(max_series=config.metrics.max_series)
     service = Service(config, metrics=metrics)
     server = None
     if config.metrics.port:
@@ -86,6 +95,7 @@ def replay(
     from streamdrift.app import replay as run_replay
 
     config = config_from(config_path)
+    check_reference(config, config_path)
     setup_logging(config.log_level)
     store = make_store(config)
     with (
@@ -96,7 +106,8 @@ def replay(
         started = time.perf_counter()
 
         def progress(report: Any) -> None:
-            if quiet or output_path is None:
+            # A live counter on a terminal only: in a log, \r-joined updates are one long line.
+            if quiet or output_path is None or not sys.stderr.isatty():
                 return
             rate = report.n_records / max(1e-9, time.perf_counter() - started)
             print(
@@ -117,7 +128,7 @@ def replay(
             on_batch=progress,
         )
     if not quiet:
-        if output_path is not None:
+        if output_path is not None and sys.stderr.isatty():
             print(file=sys.stderr)
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(report.invalid_by_reason.items()))
         print(

@@ -42,7 +42,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -60,8 +60,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
 from streamdrift._histogram import BatchHistogram
-from streamdrift.errors import ConfigError
+from streamdrift._label_metrics import LabelMetrics
+from streamdrift.errors import ConfigError, StreamdriftError
 from streamdrift.events import REASONS
+from streamdrift.resets import RECOVERIES, RESET_REASONS
 
 __all__ = ["ALERT_TYPES", "CHECKPOINT_RESULTS", "IO_OPS", "Metrics", "MetricsServer"]
 
@@ -223,6 +225,11 @@ class Metrics:
         self.redis_errors = counter("redis_errors", "Failed Redis operations by op.", ("op",))
         self.kafka_errors = counter("kafka_errors", "Failed Kafka operations by op.", ("op",))
         self.ready = gauge("ready", "1 when partitions are assigned and Redis/Kafka reachable.")
+        self.state_resets = counter(
+            "state_resets",
+            "Partition states found lost or unreadable, by reason and recovery (state_reset).",
+            ("reason", "recovery"),
+        )
         key = ("model", "feature", "detector")
         self.detector_statistic = gauge(
             "detector_statistic", "The statistic a detector compares to its threshold.", key
@@ -248,6 +255,10 @@ class Metrics:
             "Share of the last batch flagged as outliers.",
             ("model",),
         )
+        self.label_metrics = LabelMetrics(r, ns)  # delayed labels (streamdrift.labels)
+        # Its metrics are attributes here too, so that every metric is found on this object.
+        for name, metric in vars(self.label_metrics).items():
+            setattr(self, f"label_{name}", metric)
         self.series_dropped = counter(
             "metric_series_dropped",
             "Per-detector updates refused because max_series label sets exist already.",
@@ -273,6 +284,9 @@ class Metrics:
         ):
             for value in values:
                 fixed.labels(value)  # zero-valued series exist before the first increment
+        for reason in RESET_REASONS:
+            for recovery in RECOVERIES:
+                self.state_resets.labels(reason, recovery)
 
     # -- throughput --------------------------------------------------------------------------
 
@@ -314,12 +328,26 @@ class Metrics:
     def forget_partition(self, topic: str, partition: int) -> None:
         """Remove the lag series of a partition no longer owned (after a rebalance)."""
         _remove(self.consumer_lag, (topic, str(partition)))
+        _remove(self.label_metrics.pending, (topic, str(partition)))
 
     def set_owned(self, n: int) -> None:
         self.owned_partitions.set(n)
 
     def set_ready(self, ready: bool) -> None:
         self.ready.set(1 if ready else 0)
+
+    # -- delayed labels ----------------------------------------------------------------------
+
+    def record_join(self, task: Any, report: Any, joins: Any) -> None:
+        """A label join or retry (``streamdrift.labels.JoinReport``); ``joins`` gives coverage."""
+        self.label_metrics.record_join(task, report, _join_stats(joins, report, self))
+        if report.store_failed:
+            self.redis_error("load")
+        for model, kind, gauges in report.gauges:
+            self.update_detector_gauges(model, "__error__", kind, gauges)
+
+    def record_remembered(self, model: str, result: Any) -> None:
+        self.label_metrics.record_remembered(model, result)
 
     # -- checkpoints and I/O -----------------------------------------------------------------
 
@@ -329,6 +357,9 @@ class Metrics:
         if result != "failed":
             self.checkpoint_seconds.observe(seconds)
             self.checkpoint_bytes.set(nbytes)
+
+    def record_state_reset(self, reason: str, recovery: str) -> None:
+        self.state_resets.labels(_fixed(reason, RESET_REASONS), _fixed(recovery, RECOVERIES)).inc()
 
     def redis_error(self, op: str) -> None:
         self.redis_errors.labels(_fixed(op, IO_OPS)).inc()
@@ -408,8 +439,9 @@ class Metrics:
                 children = self._series[key] = {}
                 # The alert counter exists at 0 from the start: increase()/changes() cannot see
                 # a series that appears already at 1, so the first alert would be invisible.
+                kind = "performance" if feature == "__error__" else "drift"
                 labels = (
-                    "outlier" if detector == "isolation_forest" else "drift",
+                    "outlier" if detector == "isolation_forest" else kind,
                     detector,
                     model,
                     feature,
@@ -432,6 +464,17 @@ class Metrics:
             found = (self.events_consumed.labels(topic), self.events_decoded.labels(topic), invalid)
             self._topics[topic] = found
         return found
+
+
+def _join_stats(joins: Any, report: Any, metrics: Metrics) -> dict[str, Any]:
+    models = {model for model, _ in report.outcomes}
+    stats: dict[str, Any] = {}
+    for model in sorted(models):
+        try:
+            stats[model] = joins.join_stats(model)
+        except StreamdriftError:
+            metrics.redis_error("load")
+    return stats
 
 
 class MetricsServer:

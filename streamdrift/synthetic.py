@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-__all__ = ["Drift", "Truth", "malformed_messages", "synthetic_events"]
+__all__ = ["Drift", "Truth", "demo_events", "malformed_messages", "synthetic_events"]
 
 NUMERIC = ("amount", "age", "tx_per_day", "balance", "session_s")
 CATEGORICAL = ("country", "device")
@@ -27,6 +27,7 @@ class Drift:
     feature: str
     position: int  # index of the first drifted event
     description: str
+    end: int | None = None  # gradual drift: index where the new distribution is fully reached
 
 
 @dataclass(slots=True)
@@ -97,26 +98,118 @@ def synthetic_events(
         truth.outliers = positions.tolist()
     logit = 0.04 * (amount - 50) + 0.02 * (tx - 3) - 0.01 * (age - 40)
     score = 1.0 / (1.0 + np.exp(-logit))
-    events = []
-    for i in range(n):
-        events.append(
-            {
-                "model_id": model_id,
-                "event_id": f"{model_id}-{i}",
-                "ts": round(start_ts + i / rate_per_s, 3),
-                "features": {
-                    "amount": round(float(amount[i]), 4),
-                    "age": round(float(age[i]), 2),
-                    "tx_per_day": float(tx[i]),
-                    "balance": round(float(balance[i]), 2),
-                    "session_s": round(float(session[i]), 2),
-                    "country": COUNTRIES[int(country[i])],
-                    "device": DEVICES[int(device[i])],
-                },
-                "prediction": round(float(score[i]), 5),
-            }
-        )
-    return events, truth
+    columns = (amount, age, tx, balance, session, country, device, score)
+    return _assemble(model_id, start_ts, rate_per_s, columns), truth
+
+
+def demo_events(
+    n: int = 40_000,
+    *,
+    seed: int = 7,
+    model_id: str = "fraud-v3",
+    outlier_rate: float = 0.002,
+    start_ts: float = 1_767_225_600.0,
+    rate_per_s: float = 100.0,
+) -> tuple[list[dict[str, Any]], Truth]:
+    """The ``streamdrift demo`` stream: three drifts at known points, outliers, a score.
+
+    Same event shape and features as :func:`synthetic_events`, with the drifts spread out so
+    each can be told apart:
+
+    * at 30% ``amount``'s mean moves by +1 sd (sudden), and the score with it;
+    * at 50% the ``country`` mix changes (US share 15% -> 45%, sudden);
+    * from 70% to 75% ``age`` moves by +1 sd, linearly (gradual).
+
+    ``balance``, ``tx_per_day``, ``session_s`` and ``device`` never change: an alert on them is
+    a false alarm. ``outlier_rate`` of the events (after the first 2,000) are jointly far out on
+    ``amount``, ``age`` and ``session_s``.
+
+    >>> events, truth = demo_events(10_000, seed=3)
+    >>> [(d.feature, d.position, d.end) for d in truth.drifts]  # doctest: +NORMALIZE_WHITESPACE
+    [('amount', 3000, None), ('__prediction__', 3000, None), ('country', 5000, None),
+     ('age', 7000, 7500)]
+    >>> len(truth.outliers), events[0]["features"]["country"] in COUNTRIES
+    (20, True)
+    """
+    if n < 100:
+        raise ValueError(f"the demo stream needs at least 100 events, got {n}")
+    rng = np.random.default_rng(seed)
+    idx = np.arange(n)
+    at_amount, at_country = int(n * 0.3), int(n * 0.5)
+    age_from, age_to = int(n * 0.7), int(n * 0.75)
+    amount = rng.normal(50.0, 10.0, n) + np.where(idx >= at_amount, 10.0, 0.0)
+    ramp = np.clip((idx - age_from) / max(1, age_to - age_from), 0.0, 1.0)
+    age = rng.normal(40.0, 12.0, n) + 12.0 * ramp
+    tx = rng.poisson(3.0, n).astype(np.float64)
+    balance = rng.lognormal(7.0, 0.5, n)
+    session = rng.gamma(2.0, 30.0, n)
+    p_before = np.array([0.30, 0.20, 0.15, 0.15, 0.10, 0.10])
+    p_after = np.array([0.15, 0.10, 0.45, 0.10, 0.10, 0.10])
+    country = np.where(
+        idx >= at_country,
+        rng.choice(len(COUNTRIES), n, p=p_after),
+        rng.choice(len(COUNTRIES), n, p=p_before),
+    )
+    device = rng.choice(len(DEVICES), n, p=[0.4, 0.4, 0.2])
+    truth = Truth(
+        drifts=[
+            Drift("amount", at_amount, "mean +1 sd (50 -> 60), sudden"),
+            Drift("__prediction__", at_amount, "the score follows amount"),
+            Drift("country", at_country, "US share 15% -> 45%, sudden"),
+            Drift("age", age_from, "mean +1 sd (40 -> 52), gradual", end=age_to),
+        ],
+        n_events=n,
+    )
+    n_out = round(n * outlier_rate)
+    if n_out:
+        lo = min(2000, n // 2)
+        positions = np.sort(rng.choice(np.arange(lo, n), size=n_out, replace=False))
+        amount[positions] += rng.choice([-1, 1], n_out) * rng.uniform(5, 7, n_out) * 10.0
+        age[positions] = rng.uniform(95, 110, n_out) + 12.0 * ramp[positions]
+        session[positions] = rng.uniform(350, 500, n_out)
+        truth.outliers = positions.tolist()
+    # The score ignores age, so only the amount drift moves it.
+    logit = 0.04 * (amount - 50) + 0.02 * (tx - 3)
+    score = 1.0 / (1.0 + np.exp(-logit))
+    columns = (amount, age, tx, balance, session, country, device, score)
+    return _assemble(model_id, start_ts, rate_per_s, columns), truth
+
+
+
+def _assemble(
+    model_id: str, start_ts: float, rate_per_s: float, columns: tuple[np.ndarray, ...]
+) -> list[dict[str, Any]]:
+    """The events as the demo's producers write them, from the generated columns."""
+    amount, age, tx, balance, session, country, device, score = columns
+    return [
+        {
+            "model_id": model_id,
+            "event_id": f"{model_id}-{i}",
+            "ts": round(start_ts + i / rate_per_s, 3),
+            "features": {
+                "amount": round(float(amount[i]), 4),
+                "age": round(float(age[i]), 2),
+                "tx_per_day": float(tx[i]),
+                "balance": round(float(balance[i]), 2),
+                "session_s": round(float(session[i]), 2),
+                "country": COUNTRIES[int(country[i])],
+                "device": DEVICES[int(device[i])],
+            },
+            "prediction": round(float(score[i]), 5),
+        }
+        for i in range(len(amount))
+    ]
+
+def truth_to_json(truth: Truth) -> dict[str, Any]:
+    """The truth as a plain document (``--truth`` files, ``streamdrift demo --json``)."""
+    return {
+        "n_events": truth.n_events,
+        "drifts": [
+            {"feature": d.feature, "position": d.position, "end": d.end, "what": d.description}
+            for d in truth.drifts
+        ],
+        "outliers": truth.outliers,
+    }
 
 
 def malformed_messages() -> list[tuple[bytes, str]]:
@@ -148,8 +241,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--truth", default=None, help="also write the injected truth (JSON) here")
+    parser.add_argument(
+        "--no-drift",
+        action="store_true",
+        help="no drift and no outliers: training data for `streamdrift reference build`",
+    )
     args = parser.parse_args(argv)
-    events, truth = synthetic_events(args.events, seed=args.seed)
+    if args.no_drift:
+        events, truth = synthetic_events(args.events, seed=args.seed, drift_at=None,
+                                         outlier_rate=0.0)
+    else:
+        events, truth = synthetic_events(args.events, seed=args.seed)
     out = sys.stdout.buffer
     for line in encode(events):
         out.write(line + b"\n")

@@ -3,8 +3,8 @@
 No Docker engine is needed: the compose file is parsed with PyYAML and checked against the files
 it mounts and the configuration it runs, Prometheus' config and the dashboard's PromQL go through
 ``promtool`` (Debian's ``prometheus`` package; ``scripts/test`` installs it), every metric and label
-the dashboard queries must exist in :class:`streamdrift.metrics.Metrics`, and the demo producer
-runs against the real dev broker.
+the dashboard queries must exist in :class:`streamdrift.metrics.Metrics`, and the demo producer's
+command (``streamdrift demo --kafka``) runs against the real dev broker.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ DEPLOY_CONFIG = REPO / "deploy" / "streamdrift.yaml"
 PROMETHEUS = REPO / "deploy" / "prometheus.yml"
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "streamdrift.json"
 BUILD_DASHBOARD = REPO / "deploy" / "grafana" / "build_dashboard.py"
-DEMO_PRODUCER = REPO / "deploy" / "demo_producer.py"
 CONFIG_IN_IMAGE = "/etc/streamdrift/streamdrift.yaml"
 RUN_COMMAND = ["run", "--config", CONFIG_IN_IMAGE]
 PROMTOOL_MISSING = (
@@ -285,10 +284,10 @@ def test_deploy_config_points_at_the_compose_services(compose: dict[str, Any]) -
     assert set(wanted) <= set(created), f"kafka-init creates {created}, the config uses {wanted}"
 
     producer = service(compose, "demo-producer")
-    producer_env = environment(producer)
-    assert producer_env["DEMO_TOPIC"] in config.kafka.input_topics
-    assert producer_env["DEMO_BOOTSTRAP"] in config.kafka.bootstrap_servers
-    assert bind_mounts(producer).get(argv(producer["entrypoint"])[-1]) == DEMO_PRODUCER
+    args = build_parser().parse_args([*argv(producer["command"])])
+    assert argv(producer["entrypoint"]) == ["streamdrift"] and args.command == "demo"
+    assert args.topic in config.kafka.input_topics
+    assert args.kafka in config.kafka.bootstrap_servers
     assert producer.get("image") == service(compose, "streamdrift").get("image"), (
         "the producer runs from the streamdrift image (it imports streamdrift.synthetic)")
 
@@ -445,18 +444,21 @@ def test_dockerignore_keeps_what_the_dockerfile_copies() -> None:
 
 @pytest.mark.kafka
 @pytest.mark.slow
-def test_demo_producer_streams_events_the_deploy_config_decodes(
+def test_compose_demo_producer_streams_events_the_deploy_config_decodes(
     kafka_bootstrap: str, topic_factory: Callable[..., str], tmp_path: Path
 ) -> None:
     from tests.service_harness import consume_all
 
     topic = topic_factory(partitions=2)
     n = 1200
-    result = subprocess.run(
-        [sys.executable, str(DEMO_PRODUCER), "--bootstrap", kafka_bootstrap, "--topic", topic,
-         "--rate", "100000", "--models", "fraud-v3,credit-v1", "--events-per-round", "500",
-         "--max-events", str(n)],
-        capture_output=True, text=True, timeout=120, check=False)
+    # The compose service's own command, pointed at the test broker and topic, and faster.
+    command = argv(service(yaml.safe_load(COMPOSE.read_text()), "demo-producer")["command"])
+    command[command.index("--kafka") + 1] = kafka_bootstrap
+    command[command.index("--topic") + 1] = topic
+    command[command.index("--rate") + 1] = "100000"
+    command[command.index("--events") + 1] = str(n)
+    result = subprocess.run([sys.executable, "-m", "streamdrift", *command],
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     records = consume_all(kafka_bootstrap, topic)
     assert len(records) == n
