@@ -13,9 +13,11 @@ positions, so alerts do not depend on how the input was split into batches.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import inspect
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,6 +249,10 @@ class DetectorBank:
 
     def to_state(self) -> bytes:
         """The whole bank as one versioned msgpack document (no pickle)."""
+        with _gc_paused():
+            return self._to_state()
+
+    def _to_state(self) -> bytes:
         doc = {
             "kind": "bank",
             "version": BANK_STATE_VERSION,
@@ -281,7 +287,8 @@ class DetectorBank:
     def from_state(cls, config: Config, task: TaskId, data: bytes) -> DetectorBank:
         """Restore a bank saved by :meth:`to_state`; raise ``StateError`` if it is unusable."""
         try:
-            doc = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            with _gc_paused():
+                doc = msgpack.unpackb(data, raw=False, strict_map_key=False)
         except Exception as exc:  # msgpack raises several unrelated types on garbage
             raise StateError(f"bank state of {task} is not valid msgpack: {exc}") from exc
         if not isinstance(doc, dict) or doc.get("kind") != "bank":
@@ -291,6 +298,11 @@ class DetectorBank:
                 f"bank state of {task} has version {doc.get('version')!r}; this streamdrift "
                 f"reads version {BANK_STATE_VERSION}"
             )
+        with _gc_paused():
+            return cls._restore(config, task, doc)
+
+    @classmethod
+    def _restore(cls, config: Config, task: TaskId, doc: dict[str, Any]) -> DetectorBank:
         bank = cls(config, task)
         try:
             bank.decoder.load_types_state(doc["types"])
@@ -366,6 +378,23 @@ class DetectorBank:
         for model, streams in self._multi.items():
             for s in streams:
                 yield model, None, s.kind, s.detector
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a state document is built or read.
+
+    Those build or walk millions of small lists and dicts, none of them cyclic, and every
+    few thousand allocations would start a collection over the whole heap: at 1,000 models
+    ``to_state`` takes 1.7x and ``from_state`` 1.6x as long with the collector on.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _name_features(details: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
