@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,24 @@ from streamdrift.bank import DetectorBank
 from streamdrift.config import Config, load_config
 from streamdrift.state.base import TaskId
 from streamdrift.state.redis import RedisStore
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (for a metrics endpoint or a private server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    """(status, body) of a GET; an HTTP error is its status, no connection at all is 0."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
 
 
 def write_config(

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -32,6 +31,7 @@ from streamdrift.synthetic import synthetic_events
 from tests.service_harness import (
     ServiceProcess,
     end_offsets,
+    free_port,
     produce,
     wait_checkpointed,
     wait_until,
@@ -64,12 +64,6 @@ LABEL_PANELS = {
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _api(base: str, path: str, **params: Any) -> Any:
@@ -146,7 +140,7 @@ def _produce_slowly(bootstrap: str, topic: str, values: list[bytes], chunks: int
 
 @pytest.fixture
 def metrics_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture

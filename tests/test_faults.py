@@ -16,13 +16,10 @@ import operator
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +41,8 @@ from tests.service_harness import (
     consume_all,
     detector_states,
     end_offsets,
+    free_port,
+    http_get,
     load_banks,
     load_config,
     produce,
@@ -115,22 +114,6 @@ def _produce_paced(bootstrap: str, topic: str, values: list[bytes], seconds: flo
     producer.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError as exc:
-        return 0, str(exc)
-
-
 def _metric(text: str, prefix: str) -> float:
     lines = [ln for ln in text.splitlines() if ln.startswith(prefix)]
     assert lines, f"no metric {prefix} in /metrics"
@@ -185,7 +168,7 @@ def private_redis(tmp_path: Path):
             "redis.sh",
             tmp_path / f"redis{len(servers)}",
             REDIS_ARGS=args,
-            REDIS_PORT=str(_free_port()),  # the same port after stop + start
+            REDIS_PORT=str(free_port()),  # the same port after stop + start
         )
         servers.append(server)
         return server("start")
@@ -243,7 +226,7 @@ def test_redis_stopped_for_30_s_then_restarted_with_its_data(
 ) -> None:
     redis = private_redis(persistent=True)
     topic = topic_factory(partitions=1)
-    port = _free_port()
+    port = free_port()
     path = _config(
         tmp_path, kafka_bootstrap, topic, redis.address, "f1", every_events=1000,
         every_seconds=0.5, extra={"metrics": {"port": port}},
@@ -255,18 +238,18 @@ def test_redis_stopped_for_30_s_then_restarted_with_its_data(
     ready = f"http://127.0.0.1:{port}/readyz"
     try:
         wait_checkpointed(redis.address, "f1", topic, [HALF], svc)
-        wait_until(lambda: _get(ready)[0] == 200, 30, "ready")
+        wait_until(lambda: http_get(ready)[0] == 200, 30, "ready")
         redis("stop")  # a real stop: connections refused
         stopped = time.monotonic()
         produce(kafka_bootstrap, topic, values[HALF:], key=b"fraud-v3")
-        wait_until(lambda: _get(ready)[0] == 503, 30, "not ready while Redis is down")
-        assert "redis" in _get(ready)[1].lower()
+        wait_until(lambda: http_get(ready)[0] == 503, 30, "not ready while Redis is down")
+        assert "redis" in http_get(ready)[1].lower()
         time.sleep(max(0.0, 30.0 - (time.monotonic() - stopped)))
-        assert svc.alive() and _get(ready)[0] == 503
+        assert svc.alive() and http_get(ready)[0] == 503
         redis("start")  # same port, data from the append-only file
         wait_checkpointed(redis.address, "f1", topic, [N_EVENTS], svc)
-        wait_until(lambda: _get(ready)[0] == 200, 30, "ready again")
-        metrics = _get(f"http://127.0.0.1:{port}/metrics")[1]
+        wait_until(lambda: http_get(ready)[0] == 200, 30, "ready again")
+        metrics = http_get(f"http://127.0.0.1:{port}/metrics")[1]
     finally:
         svc.stop()
     assert "Traceback" not in svc.log_text()
@@ -281,7 +264,7 @@ def test_redis_restarted_empty_mid_stream_restores_the_running_state(
 ) -> None:
     redis = private_redis(persistent=False)
     topic = topic_factory(partitions=1)
-    port = _free_port()
+    port = free_port()
     path = _config(
         tmp_path, kafka_bootstrap, topic, redis.address, "f2", every_events=1000,
         every_seconds=0.5, extra={"metrics": {"port": port}},
@@ -296,7 +279,7 @@ def test_redis_restarted_empty_mid_stream_restores_the_running_state(
         assert checkpointed_offsets(redis.address, "f2", topic, 1) == [-1]
         produce(kafka_bootstrap, topic, values[HALF:], key=b"fraud-v3")
         wait_checkpointed(redis.address, "f2", topic, [N_EVENTS], svc)
-        metrics = _get(f"http://127.0.0.1:{port}/metrics")[1]
+        metrics = http_get(f"http://127.0.0.1:{port}/metrics")[1]
     finally:
         svc.stop()
     assert "state reset" in svc.log_text() and "Traceback" not in svc.log_text()
@@ -355,7 +338,7 @@ def test_redis_restarted_empty_while_the_service_was_down(
 
 
 def test_kafka_broker_restarted_mid_stream(tmp_path: Path, redis_url: str, redis_factory) -> None:
-    kafka = PrivateServer("kafka.sh", tmp_path / "kafka", KAFKA_PORT=str(_free_port()))
+    kafka = PrivateServer("kafka.sh", tmp_path / "kafka", KAFKA_PORT=str(free_port()))
     kafka("start")
     try:
         bootstrap = kafka.address
@@ -405,7 +388,7 @@ def test_alert_topic_unavailable_for_a_while(
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     alert_topic = f"{topic}-alerts"
     admin.create_topics([NewTopic(alert_topic, 1, 1, topic_configs={"max.message.bytes": "64"})])
-    port = _free_port()
+    port = free_port()
     path = _config(
         tmp_path, kafka_bootstrap, topic, redis_url, prefix, every_events=500,
         every_seconds=0.3, extra={"metrics": {"port": port}},
@@ -417,7 +400,9 @@ def test_alert_topic_unavailable_for_a_while(
     ready = f"http://127.0.0.1:{port}/readyz"
     svc = Service(path, tmp_path / "svc.log").start()
     try:
-        wait_until(lambda: "kafka" in _get(ready)[1].lower(), 60, "not ready: alerts undelivered")
+        wait_until(
+            lambda: "kafka" in http_get(ready)[1].lower(), 60, "not ready: alerts undelivered"
+        )
         # While the alerts are refused, no checkpoint goes past the first one's event.
         seen = []
         deadline = time.monotonic() + 5.0
@@ -425,7 +410,7 @@ def test_alert_topic_unavailable_for_a_while(
             seen.append(checkpointed_offsets(redis_url, prefix, topic, 1)[0])
             assert seen[-1] <= first_alert, (seen[-1], first_alert)
             time.sleep(0.25)
-        assert svc.alive() and _get(ready)[0] == 503
+        assert svc.alive() and http_get(ready)[0] == 503
         assert not consume_all(kafka_bootstrap, alert_topic, idle_s=1.0)
         admin.alter_configs(
             [
@@ -435,8 +420,8 @@ def test_alert_topic_unavailable_for_a_while(
             ]
         )
         wait_checkpointed(redis_url, prefix, topic, [N_EVENTS], svc)
-        wait_until(lambda: _get(ready)[0] == 200, 30, "ready again")
-        metrics = _get(f"http://127.0.0.1:{port}/metrics")[1]
+        wait_until(lambda: http_get(ready)[0] == 200, 30, "ready again")
+        metrics = http_get(f"http://127.0.0.1:{port}/metrics")[1]
     finally:
         admin.close()
         svc.stop()

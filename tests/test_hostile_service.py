@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from streamdrift.synthetic import synthetic_events
 from tests.service_harness import (
     ServiceProcess,
     consume_all,
+    free_port,
     produce,
     wait_checkpointed,
     write_config,
@@ -90,18 +90,12 @@ def _sample(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_hostile_stream_through_the_service(
     tmp_path: Path, kafka_bootstrap: str, redis_url: str, topic_factory: Any, redis_factory: Any
 ) -> None:
     topic = topic_factory(partitions=1)
     _, prefix = redis_factory()
-    port = _free_port()
+    port = free_port()
     path = write_config(
         tmp_path / "cfg.yaml",
         bootstrap=kafka_bootstrap,

@@ -13,7 +13,6 @@ the ``check-config`` output or ``/metrics``; the metrics server binds where conf
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ from streamdrift.metrics import Metrics, MetricsServer
 from streamdrift.state.base import TaskId
 from streamdrift.state.redis import RedisStore
 from streamdrift.synthetic import synthetic_events
-from tests.service_harness import ServiceProcess, produce, wait_until
+from tests.service_harness import ServiceProcess, free_port, http_get, produce, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]  # private servers
@@ -48,12 +47,6 @@ REDIS_PASSWORD = f"redis-pw-{uuid.uuid4().hex[:12]}"
 DEFAULT_PASSWORD = f"default-pw-{uuid.uuid4().hex[:12]}"
 SECRETS = (KAFKA_PASSWORD, REDIS_PASSWORD, DEFAULT_PASSWORD)
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env_lines(out: str) -> dict[str, str]:
@@ -94,7 +87,7 @@ def secure_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
          "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
         check=True, capture_output=True,
     )  # fmt: skip
-    tls_port = _free_port()
+    tls_port = free_port()
     args = (
         f"--requirepass {DEFAULT_PASSWORD} --user {REDIS_USER} on >{REDIS_PASSWORD} ~* &* +@all "
         f"--tls-port {tls_port} --tls-cert-file {d / 'cert.pem'} --tls-key-file {d / 'key.pem'} "
@@ -264,20 +257,12 @@ def test_redis_refusals_are_clear_errors_without_the_secret(
 # -- metrics bind address -------------------------------------------------------------------------
 
 
-def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def test_metrics_server_binds_only_the_configured_address() -> None:
-    port = _free_port()
+    port = free_port()
     server = MetricsServer(Metrics(), "127.0.0.2", port, lambda: True, lambda: (True, "ready"))
     server.start()
     try:
-        assert _get(f"http://127.0.0.2:{port}/healthz")[0] == 200
+        assert http_get(f"http://127.0.0.2:{port}/healthz")[0] == 200
         with pytest.raises(urllib.error.URLError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
     finally:
@@ -351,7 +336,7 @@ def test_service_over_sasl_ssl_and_redis_tls_acl_never_shows_a_secret(
     tmp_path: Path, sasl_broker: dict[str, str], secure_redis: dict[str, str]
 ) -> None:
     topic = f"sec-svc-{uuid.uuid4().hex[:8]}"
-    port = _free_port()
+    port = free_port()
     config, env = _service_files(tmp_path, sasl_broker, secure_redis, topic, port)
     check = subprocess.run(
         [sys.executable, "-m", "streamdrift", "check-config", str(config)],
@@ -377,7 +362,7 @@ def test_service_over_sasl_ssl_and_redis_tls_acl_never_shows_a_secret(
             return snap is not None and snap.offset == len(events)
 
         wait_until(done, 90, "the checkpoint over SASL_SSL + rediss:// to reach the end")
-        status, text = _get(f"http://127.0.0.2:{port}/metrics")
+        status, text = http_get(f"http://127.0.0.2:{port}/metrics")
         assert status == 200 and "streamdrift_events_decoded_total" in text
         with pytest.raises(urllib.error.URLError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
@@ -397,7 +382,7 @@ def test_service_with_a_wrong_secret_exits_with_a_clear_error(
     tmp_path: Path, sasl_broker: dict[str, str], secure_redis: dict[str, str], what: str
 ) -> None:
     topic = f"sec-bad-{uuid.uuid4().hex[:8]}"
-    config, env = _service_files(tmp_path, sasl_broker, secure_redis, topic, _free_port())
+    config, env = _service_files(tmp_path, sasl_broker, secure_redis, topic, free_port())
     wrong = f"wrong-{uuid.uuid4().hex[:8]}"
     if what == "kafka":
         (tmp_path / "kafka-password").write_text(wrong)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import orjson
@@ -17,6 +14,8 @@ from streamdrift.synthetic import synthetic_events
 from tests.service_harness import (
     ServiceProcess,
     end_offsets,
+    free_port,
+    http_get,
     load_banks,
     load_config,
     produce,
@@ -47,26 +46,12 @@ def private_redis(tmp_path: Path):
     subprocess.run([str(REPO / "scripts" / "redis.sh"), "stop"], env=env, check=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def test_redis_unreachable_during_checkpoint_pauses_then_recovers(
     tmp_path: Path, kafka_bootstrap: str, topic_factory, private_redis
 ) -> None:
     redis_url, redis_pid = private_redis
     topic = topic_factory(partitions=1)
-    port = _free_port()
+    port = free_port()
     path = write_config(
         tmp_path / "cfg.yaml",
         bootstrap=kafka_bootstrap,
@@ -84,19 +69,19 @@ def test_redis_unreachable_during_checkpoint_pauses_then_recovers(
     svc = ServiceProcess(path, tmp_path / "svc.log").start()
     try:
         wait_checkpointed(redis_url, "faults", topic, [3000], svc)
-        wait_until(lambda: _get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 30, "ready")
+        wait_until(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 30, "ready")
 
         os.kill(redis_pid, signal.SIGSTOP)  # Redis stops answering (a hung or partitioned server)
         produce(kafka_bootstrap, topic, values[3000:])
-        wait_until(lambda: _get(f"http://127.0.0.1:{port}/readyz")[0] == 503, 60, "not ready")
-        _, reason = _get(f"http://127.0.0.1:{port}/readyz")
+        wait_until(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 503, 60, "not ready")
+        _, reason = http_get(f"http://127.0.0.1:{port}/readyz")
         assert "redis" in reason.lower()
         assert svc.alive()
         os.kill(redis_pid, signal.SIGCONT)
 
         wait_checkpointed(redis_url, "faults", topic, end_offsets(kafka_bootstrap, topic, 1), svc)
-        wait_until(lambda: _get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 60, "ready again")
-        _, metrics = _get(f"http://127.0.0.1:{port}/metrics")
+        wait_until(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 60, "ready again")
+        _, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
     finally:
         os.kill(redis_pid, signal.SIGCONT)
         svc.stop()
