@@ -455,9 +455,8 @@ _DETECTOR_STYLE = {
 }
 
 
-def plot(run: LocalRun, path: str) -> None:
-    """Per feature: its values over time (left) and each detector's statistic relative to its
-    threshold (right, 1 = alarm), with the true drift points and the alerts."""
+def _matplotlib() -> Any:
+    """The ``matplotlib`` module, or a one-line error naming the extra that installs it."""
     try:
         import matplotlib
     except ImportError:
@@ -465,6 +464,13 @@ def plot(run: LocalRun, path: str) -> None:
             "--plot needs matplotlib, which is not installed; install it with: "
             "pip install 'streamdrift[plot]'"
         ) from None
+    return matplotlib
+
+
+def plot(run: LocalRun, path: str) -> None:
+    """Per feature: its values over time (left) and each detector's statistic relative to its
+    threshold (right, 1 = alarm), with the true drift points and the alerts."""
+    matplotlib = _matplotlib()
     import logging
 
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
@@ -786,13 +792,7 @@ def command(args: Any) -> int:
     setup_logging(config.log_level)
     logging.getLogger("streamdrift").setLevel(logging.WARNING)  # no per-feature INFO lines
     if args.plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise StreamdriftError(
-                "--plot needs matplotlib, which is not installed; install it with: "
-                "pip install 'streamdrift[plot]'"
-            ) from None
+        _matplotlib()  # before the run, not after it
     name = f"config {args.config}" if args.config else "embedded default config"
     if progress is not None:
         print(f"streamdrift demo: {n:,} synthetic events, seed {args.seed}, {name}",

@@ -81,14 +81,17 @@ def write_config(
 class ServiceProcess:
     """``streamdrift run --config FILE`` as a child process, logs in a file."""
 
-    def __init__(self, config_path: Path, log_path: Path) -> None:
+    def __init__(
+        self, config_path: Path, log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.config_path = config_path
         self.log_path = log_path
+        self.env = env or {}  # extra variables, e.g. the test-only SD_FAULT_CHECKPOINT hook
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServiceProcess:
         log = self.log_path.open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamdrift", "run", "--config", str(self.config_path)],
             stdout=log,

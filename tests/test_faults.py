@@ -17,7 +17,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -120,25 +119,6 @@ def _metric(text: str, prefix: str) -> float:
     return float(lines[0].rsplit(" ", 1)[1])
 
 
-class Service(ServiceProcess):
-    """ServiceProcess with extra environment variables (the test-only fault hook)."""
-
-    def __init__(self, config_path: Path, log_path: Path, env: dict[str, str] | None = None):
-        super().__init__(config_path, log_path)
-        self.env = env or {}
-
-    def start(self) -> Service:
-        log = self.log_path.open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamdrift", "run", "--config", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        return self
-
-
 class PrivateServer:
     """scripts/redis.sh or scripts/kafka.sh on a run dir of the test's own."""
 
@@ -234,7 +214,7 @@ def test_redis_stopped_for_30_s_then_restarted_with_its_data(
     values = _stream()
     ref = _reference(path, topic, values)
     produce(kafka_bootstrap, topic, values[:HALF], key=b"fraud-v3")
-    svc = Service(path, tmp_path / "svc.log").start()
+    svc = ServiceProcess(path, tmp_path / "svc.log").start()
     ready = f"http://127.0.0.1:{port}/readyz"
     try:
         wait_checkpointed(redis.address, "f1", topic, [HALF], svc)
@@ -272,7 +252,7 @@ def test_redis_restarted_empty_mid_stream_restores_the_running_state(
     values = _stream()
     ref = _reference(path, topic, values)
     produce(kafka_bootstrap, topic, values[:HALF], key=b"fraud-v3")
-    svc = Service(path, tmp_path / "svc.log").start()
+    svc = ServiceProcess(path, tmp_path / "svc.log").start()
     try:
         wait_checkpointed(redis.address, "f2", topic, [HALF], svc)
         redis("restart")  # no persistence: it comes back empty, fence counters and all
@@ -306,14 +286,14 @@ def test_redis_restarted_empty_while_the_service_was_down(
     values = _stream()
     ref = _reference(path, topic, values)
     produce(kafka_bootstrap, topic, values[:HALF], key=b"fraud-v3")
-    svc = Service(path, tmp_path / "a.log").start()
+    svc = ServiceProcess(path, tmp_path / "a.log").start()
     try:
         wait_checkpointed(redis.address, "f3", topic, [HALF], svc)
     finally:
         svc.stop()  # final checkpoint, offsets committed to the group
     redis("restart")
     produce(kafka_bootstrap, topic, values[HALF:], key=b"fraud-v3")
-    svc = Service(path, tmp_path / "b.log").start()
+    svc = ServiceProcess(path, tmp_path / "b.log").start()
     try:
         wait_checkpointed(redis.address, "f3", topic, [N_EVENTS], svc)
     finally:
@@ -353,7 +333,7 @@ def test_kafka_broker_restarted_mid_stream(tmp_path: Path, redis_url: str, redis
         values = _stream()
         first = 2000
         produce(bootstrap, topic, values[:first], key=b"fraud-v3")
-        svc = Service(path, tmp_path / "svc.log").start()
+        svc = ServiceProcess(path, tmp_path / "svc.log").start()
         try:
             wait_checkpointed(redis_url, prefix, topic, [first], svc)
             # The rest is produced at a steady pace while the broker restarts under everyone.
@@ -398,7 +378,7 @@ def test_alert_topic_unavailable_for_a_while(
     first_alert = ref.alert_offsets[0]
     produce(kafka_bootstrap, topic, values, key=b"fraud-v3")
     ready = f"http://127.0.0.1:{port}/readyz"
-    svc = Service(path, tmp_path / "svc.log").start()
+    svc = ServiceProcess(path, tmp_path / "svc.log").start()
     try:
         wait_until(
             lambda: "kafka" in http_get(ready)[1].lower(), 60, "not ready: alerts undelivered"
@@ -461,7 +441,8 @@ def test_sigkill_during_a_checkpoint(
     values = _stream()
     ref = _reference(path, topic, values)
     produce(kafka_bootstrap, topic, values, key=b"fraud-v3")
-    svc = Service(path, tmp_path / "a.log", env={"SD_FAULT_CHECKPOINT": f"{point}:3"}).start()
+    fault = {"SD_FAULT_CHECKPOINT": f"{point}:3"}
+    svc = ServiceProcess(path, tmp_path / "a.log", env=fault).start()
     assert svc.proc is not None
     assert svc.proc.wait(timeout=90) == -signal.SIGKILL, svc.log_text()[-3000:]
     saved = checkpointed_offsets(redis_url, prefix, topic, 1)[0]
@@ -476,7 +457,7 @@ def test_sigkill_during_a_checkpoint(
         covered = sum(1 for offset in ref.alert_offsets if offset < saved)
         assert n_sent > covered, "alerts that no checkpoint covers were out before the kill"
 
-    svc = Service(path, tmp_path / "b.log").start()
+    svc = ServiceProcess(path, tmp_path / "b.log").start()
     try:
         wait_checkpointed(redis_url, prefix, topic, [N_EVENTS], svc)
     finally:
@@ -524,14 +505,14 @@ def test_rebalance_storm(
 
     producer = threading.Thread(target=produce_paced)
     rng = random.Random(8)
-    alive: list[Service] = []
-    gone: list[Service] = []
+    alive: list[ServiceProcess] = []
+    gone: list[ServiceProcess] = []
     n = 0
 
     def start() -> None:
         nonlocal n
         n += 1
-        alive.append(Service(path, tmp_path / f"svc{n}.log").start())
+        alive.append(ServiceProcess(path, tmp_path / f"svc{n}.log").start())
 
     kills = {signal.SIGTERM: 0, signal.SIGKILL: 0}
     try:
