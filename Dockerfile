@@ -7,14 +7,15 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY streamdrift ./streamdrift
-RUN pip wheel --wheel-dir /wheels .
+# With the confluent extra, so that kafka.library: confluent-kafka works in the image.
+RUN pip wheel --wheel-dir /wheels ".[confluent]"
 
 # -- runtime: only the installed wheels, a non-root user -------------------------------------
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels streamdrift \
+    pip install --no-index --find-links=/wheels "streamdrift[confluent]" \
     && groupadd --system --gid 10001 streamdrift \
     && useradd --system --uid 10001 --gid streamdrift --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin streamdrift

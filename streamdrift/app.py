@@ -22,7 +22,7 @@ from streamdrift.checkpoint import Checkpointer, CheckpointReport, Task
 from streamdrift.config import Config
 from streamdrift.errors import DeliveryError, FencedError, StateError, StoreError
 from streamdrift.events import DecodedBatch, RawRecord
-from streamdrift.kafka import Outbox, make_consumer, make_producer, to_raw
+from streamdrift.kafka import Outbox, client_description, make_consumer, make_producer, to_raw
 from streamdrift.metrics import Metrics
 from streamdrift.resets import StateReset
 from streamdrift.state.base import Snapshot, StateStore, TaskId
@@ -455,6 +455,7 @@ class Service:
         k = self.config.kafka
         # Made here, not inside the rebalance listener (the group consumer's IO thread).
         self._offsets_reader_consumer()
+        log.info("consuming %s with %s", ", ".join(k.input_topics), client_description(self.config))
         self.consumer.subscribe(topics=list(k.input_topics), listener=self._listener())
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         try:

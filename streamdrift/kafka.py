@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +21,31 @@ from streamdrift.config import Config
 from streamdrift.errors import ConnectError, DeliveryError
 from streamdrift.events import RawRecord
 
-__all__ = ["Outbox", "make_consumer", "make_producer", "to_raw"]
+__all__ = ["Outbox", "client_description", "make_consumer", "make_producer", "to_raw"]
 
 log = logging.getLogger(__name__)
 
 
-def make_consumer(config: Config, **overrides: Any) -> KafkaConsumer:
-    """A group consumer with manual commits (offsets follow our checkpoints)."""
+def client_description(config: Config) -> str:
+    """The Kafka client in use and its version, for the start-up log line."""
+    if config.kafka.library == "confluent-kafka":
+        import confluent_kafka
+
+        return (
+            f"confluent-kafka {confluent_kafka.version()[0]} "
+            f"(librdkafka {confluent_kafka.libversion()[0]})"
+        )
+    import kafka
+
+    return f"kafka-python {kafka.__version__}"
+
+
+def make_consumer(config: Config, **overrides: Any) -> Any:
+    """A group consumer with manual commits (offsets follow our checkpoints).
+
+    kafka-python's ``KafkaConsumer``, or with ``kafka.library: confluent-kafka`` a librdkafka
+    consumer offering the same calls (:mod:`streamdrift._kafka_confluent`).
+    """
     k = config.kafka
     kwargs: dict[str, Any] = {
         "bootstrap_servers": list(k.bootstrap_servers),
@@ -42,10 +60,14 @@ def make_consumer(config: Config, **overrides: Any) -> KafkaConsumer:
     }
     kwargs.update(k.client.kwargs("consumer"))
     kwargs.update(overrides)
+    if k.library == "confluent-kafka":
+        from streamdrift._kafka_confluent import ConfluentConsumer
+
+        return ConfluentConsumer(**kwargs)
     return _connect(KafkaConsumer, kwargs, "consumer")
 
 
-def make_producer(config: Config, **overrides: Any) -> KafkaProducer:
+def make_producer(config: Config, **overrides: Any) -> Any:
     """The producer for alerts and dead letters: acks=all, retried by the client and the outbox."""
     k = config.kafka
     kwargs: dict[str, Any] = {
@@ -59,6 +81,10 @@ def make_producer(config: Config, **overrides: Any) -> KafkaProducer:
     }
     kwargs.update(k.client.kwargs("producer"))
     kwargs.update(overrides)
+    if k.library == "confluent-kafka":
+        from streamdrift._kafka_confluent import ConfluentProducer
+
+        return ConfluentProducer(**kwargs)
     return _connect(KafkaProducer, kwargs, "producer")
 
 
@@ -130,8 +156,10 @@ def _connect(factory: Any, kwargs: dict[str, Any], role: str) -> Any:
         kafka_log.removeHandler(problems)
 
 
-def to_raw(records: Iterable[Any]) -> list[RawRecord]:
-    """kafka-python ``ConsumerRecord``s as decoder input."""
+def to_raw(records: list[Any]) -> list[RawRecord]:
+    """kafka-python ``ConsumerRecord``s as decoder input (``RawRecord``s are passed through)."""
+    if records and type(records[0]) is RawRecord:
+        return records
     return [RawRecord(r.value, r.topic, r.partition, r.offset, r.timestamp, r.key) for r in records]
 
 

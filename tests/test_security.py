@@ -115,11 +115,17 @@ def secure_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 
 
 def kafka_config(
-    bootstrap: str, protocol: str, mechanism: str, password: str, **client: Any
+    bootstrap: str,
+    protocol: str,
+    mechanism: str,
+    password: str,
+    library: str = "kafka-python",
+    **client: Any,
 ) -> Any:
     return parse_config(
         {
             "kafka": {
+                "library": library,
                 "bootstrap_servers": bootstrap,
                 "input_topics": ["sec"],
                 "client": {
@@ -212,6 +218,61 @@ def test_plaintext_client_against_a_sasl_listener_fails_clearly(
         ConnectError, match=r"cannot connect to .* over PLAINTEXT.*security_protocol"
     ):
         make_consumer(config)
+
+
+# The same with kafka.library: confluent-kafka (librdkafka does SASL and TLS itself).
+
+
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_confluent_sasl_connects_with_the_right_credentials(
+    sasl_broker: dict[str, str], protocol: str, mechanism: str
+) -> None:
+    bootstrap, tls = _listener(sasl_broker, protocol)
+    config = kafka_config(bootstrap, protocol, mechanism, KAFKA_PASSWORD, "confluent-kafka", **tls)
+    topic = f"sec-{uuid.uuid4().hex[:8]}"
+    producer = make_producer(config)
+    delivery = producer.send(topic, b"hello")
+    producer.flush(30)
+    assert delivery.succeeded(), delivery.exception
+    producer.close()
+    consumer = make_consumer(config, group_id=f"sec-{uuid.uuid4().hex[:8]}")
+    consumer.subscribe([topic])
+    got: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while not got and time.monotonic() < deadline:
+        got = [r.value for rs in consumer.poll(timeout_ms=500).values() for r in rs]
+    consumer.close()
+    assert got == [b"hello"]
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_confluent_wrong_password_fails_with_a_clear_error(
+    sasl_broker: dict[str, str], mechanism: str
+) -> None:
+    wrong = f"wrong-{uuid.uuid4().hex[:8]}"
+    config = kafka_config(
+        sasl_broker["SASL_BOOTSTRAP"], "SASL_PLAINTEXT", mechanism, wrong, "confluent-kafka"
+    )
+    started = time.monotonic()
+    with pytest.raises(ConnectError) as err:
+        make_consumer(config)
+    assert time.monotonic() - started < 20
+    message = str(err.value)
+    assert "authentication" in message and repr(USER) in message
+    assert mechanism in message and "sasl_plain_password" in message
+    assert wrong not in message
+
+
+def test_confluent_tls_with_an_unknown_ca_fails_with_a_clear_error(
+    sasl_broker: dict[str, str],
+) -> None:
+    config = kafka_config(
+        sasl_broker["SSL_BOOTSTRAP"], "SASL_SSL", "PLAIN", KAFKA_PASSWORD, "confluent-kafka"
+    )
+    with pytest.raises(ConnectError, match=r"TLS failed.*ssl_cafile") as err:
+        make_consumer(config)
+    assert KAFKA_PASSWORD not in str(err.value)
 
 
 # -- Redis ---------------------------------------------------------------------------------------

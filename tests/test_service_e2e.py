@@ -55,11 +55,21 @@ def _stream() -> tuple[list[bytes], Any, dict[int, str], int]:
     return values, truth, bad, len(valid_offsets)
 
 
+LIBRARIES = ["kafka-python", "confluent-kafka"]
+
+
+@pytest.fixture(params=LIBRARIES)
+def library(request: pytest.FixtureRequest) -> str:
+    """The Kafka client (``kafka.library``): the tests marked with it run with both."""
+    return str(request.param)
+
+
 @pytest.fixture
 def setup(tmp_path: Path, kafka_bootstrap: str, redis_url: str, topic_factory, redis_factory):
-    def make(partitions: int = 1, **cfg: Any) -> dict[str, Any]:
+    def make(partitions: int = 1, library: str = "kafka-python", **cfg: Any) -> dict[str, Any]:
         topic = topic_factory(partitions=partitions)
         _, prefix = redis_factory()
+        cfg.setdefault("extra", {})["kafka"] = {"library": library}
         path = write_config(
             tmp_path / f"{topic}.yaml",
             bootstrap=kafka_bootstrap,
@@ -87,13 +97,14 @@ def _run_to_end(
 
 
 def test_end_to_end_drift_outliers_and_dead_letters(
-    setup, kafka_bootstrap: str, redis_url: str, tmp_path: Path
+    setup, kafka_bootstrap: str, redis_url: str, tmp_path: Path, library: str
 ) -> None:
-    ctx = setup()
+    ctx = setup(library=library)
     values, truth, bad, n_valid = _stream()
     produce(kafka_bootstrap, ctx["topic"], values, key=b"fraud-v3")
     svc = _run_to_end(ctx, kafka_bootstrap, redis_url, tmp_path)
     assert "Traceback" not in svc.log_text()
+    assert f"with {library} " in svc.log_text()
 
     alerts = alerts_of(consume_all(kafka_bootstrap, f"{ctx['topic']}-alerts"))
     drift = [a for a in alerts if a["type"] == "drift"]
@@ -141,7 +152,7 @@ def _final(ctx: dict[str, Any], kafka_bootstrap: str) -> tuple[dict[str, Any], s
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_restart_mid_stream_equals_uninterrupted_run(
-    setup, kafka_bootstrap: str, redis_url: str, tmp_path: Path, sig: int
+    setup, kafka_bootstrap: str, redis_url: str, tmp_path: Path, sig: int, library: str
 ) -> None:
     values, _, _, _ = _stream()
     reference = setup()
@@ -150,7 +161,7 @@ def test_restart_mid_stream_equals_uninterrupted_run(
     want_states, want_ids = _final(reference, kafka_bootstrap)
 
     # Same events; checkpoints every 2,000 events so that the stop falls between two of them.
-    ctx = setup(every_events=2000, every_seconds=3.0)
+    ctx = setup(every_events=2000, every_seconds=3.0, library=library)
     produce(kafka_bootstrap, ctx["topic"], values, key=b"fraud-v3")
     svc = ServiceProcess(ctx["config_path"], tmp_path / "interrupted.log").start()
     wait_until(
@@ -229,9 +240,9 @@ def test_replay_gives_the_same_alerts_as_kafka_mode(
 
 
 def test_two_instances_split_partitions_then_one_takes_over(
-    setup, kafka_bootstrap: str, redis_url: str, tmp_path: Path
+    setup, kafka_bootstrap: str, redis_url: str, tmp_path: Path, library: str
 ) -> None:
-    ctx = setup(partitions=4, every_events=1000, every_seconds=0.5)
+    ctx = setup(partitions=4, every_events=1000, every_seconds=0.5, library=library)
     # Four models, one per key, spread over the four partitions by the default partitioner.
     # Model m on partition m, so that every partition has work.
     first_half: list[tuple[int, bytes]] = []
