@@ -50,6 +50,18 @@ REPO = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
 
 
+CONFLUENT = "confluent-kafka"
+LIBRARIES = ["kafka-python", CONFLUENT]
+
+
+def confluent_version() -> str:
+    try:
+        import confluent_kafka
+    except ImportError:
+        return "not installed"
+    return f"{confluent_kafka.__version__} (librdkafka {confluent_kafka.libversion()[0]})"
+
+
 def dev_address(script: str, var: str) -> str:
     out = subprocess.run(
         [str(REPO / "scripts" / script), "env"], capture_output=True, text=True, check=True
@@ -129,9 +141,11 @@ def write_config(
     prefix: str,
     group: str,
     check_crcs: bool = True,
+    library: str = "kafka-python",
 ) -> None:
     doc: dict[str, Any] = {
         "kafka": {
+            "library": library,
             "bootstrap_servers": bootstrap,
             "group_id": group,
             "input_topics": [topic],
@@ -199,6 +213,7 @@ def run_service(
     workdir: Path,
     timeout_s: float,
     check_crcs: bool = True,
+    library: str = "kafka-python",
 ) -> dict[str, Any]:
     from streamdrift.state.redis import RedisStore
 
@@ -206,9 +221,10 @@ def run_service(
     prefix, group = f"bench-e2e-{run_id}", f"bench-e2e-{run_id}"
     config = workdir / "service.yaml"
     log_path = workdir / "service.log"
-    write_config(config, bootstrap, redis_url, topic, prefix, group, check_crcs)
+    write_config(config, bootstrap, redis_url, topic, prefix, group, check_crcs, library)
     store = RedisStore(redis_url, prefix)
     total = sum(ends)
+    alerts_before = sum(end_offsets(bootstrap, f"{topic}-alerts", PARTITIONS))
     first: tuple[float, int] | None = None
     me = psutil.Process()
     with log_path.open("wb") as log:
@@ -267,9 +283,11 @@ def run_service(
         "peak_rss_bytes": sampler.peak,
         "service_cpu_s": service_cpu_s,
         "check_crcs": check_crcs,
+        "library": library,
         "watcher_cpu_s": own_cpu_s,
         "checkpoint_bytes": sizes,
-        "alerts": sum(end_offsets(bootstrap, f"{topic}-alerts", PARTITIONS)),
+        # runs share the alert topic: this run's alerts are what it added
+        "alerts": sum(end_offsets(bootstrap, f"{topic}-alerts", PARTITIONS)) - alerts_before,
         "log_tail": log_path.read_text(errors="replace")[-2000:],
     }
 
@@ -319,6 +337,35 @@ def run_floor(bootstrap: str, topic: str, total: int, check_crcs: bool = True) -
         "bytes": nbytes,
         "check_crcs": check_crcs,
     }
+
+
+def run_floor_confluent(bootstrap: str, topic: str, total: int) -> dict[str, Any]:
+    """The same with confluent-kafka: ``consume`` batches of 2,000, each message's fields read."""
+    import confluent_kafka as ck
+
+    consumer = ck.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-floor-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    n = nbytes = 0
+    first = 0.0
+    while n < total:
+        messages = consumer.consume(2000, 0.5)
+        if messages and n == 0:
+            first = time.perf_counter()
+        for m in messages:
+            if m.error() is None:
+                value = m.value()
+                m.topic(), m.partition(), m.offset(), m.timestamp(), m.key()
+                n += 1
+                nbytes += len(value)
+    seconds = time.perf_counter() - first
+    consumer.close()
+    return {"events": n, "seconds": seconds, "rate": n / seconds, "bytes": nbytes}
 
 
 def run_naive(bootstrap: str, redis_url: str, topic: str, total: int) -> dict[str, Any]:
@@ -404,13 +451,23 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         ends = end_offsets(bootstrap, topic, PARTITIONS)
         if sum(ends) != n:
             raise SystemExit(f"topic holds {sum(ends)} events, expected {n}")
-        with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
-            ours = run_service(
-                bootstrap, redis_url, topic, ends, Path(tmp), args.timeout, args.check_crcs
-            )
+        ours_by: dict[str, dict[str, Any]] = {}
+        for library in args.library:
+            with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+                ours_by[library] = run_service(
+                    bootstrap,
+                    redis_url,
+                    topic,
+                    ends,
+                    Path(tmp),
+                    args.timeout,
+                    args.check_crcs,
+                    library,
+                )
         naive = run_naive(bootstrap, redis_url, topic, min(n_base, n))
         floor = run_floor(bootstrap, topic, n)
         floor_nocrc = run_floor(bootstrap, topic, n, check_crcs=False)
+        floor_ck = run_floor_confluent(bootstrap, topic, n) if CONFLUENT in args.library else None
     finally:
         delete_topics(bootstrap, topics)
     return {
@@ -420,15 +477,27 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         "generate_s": gen_s,
         "produce_s": produce_s,
         "produce_rate": n / produce_s,
-        "ours": ours,
+        "ours": ours_by,
         "baseline": naive,
         "floor": floor,
         "floor_no_crc": floor_nocrc,
-        "ratio_steady_baseline": ours["steady_rate"] / naive["rate"],
-        "ratio_wall_baseline": ours["wall_rate"] / naive["rate"],
-        # against the floor read the way the service read (same check_crcs)
-        "ratio_steady_floor": ours["steady_rate"]
-        / (floor if args.check_crcs else floor_nocrc)["rate"],
+        "floor_confluent": floor_ck,
+        "ratios": {
+            library: {
+                "steady_baseline": ours["steady_rate"] / naive["rate"],
+                "wall_baseline": ours["wall_rate"] / naive["rate"],
+                # against the floor read with the same client (and check_crcs)
+                "steady_floor": ours["steady_rate"]
+                / (
+                    floor_ck
+                    if library == CONFLUENT and floor_ck
+                    else floor
+                    if args.check_crcs
+                    else floor_nocrc
+                )["rate"],
+            }
+            for library, ours in ours_by.items()
+        },
         "topics_deleted": topics,
     }
 
@@ -448,10 +517,18 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="the service's kafka.client.check_crcs (default: on, the client's default)",
     )
+    parser.add_argument(
+        "--library",
+        action="append",
+        choices=LIBRARIES,
+        default=None,
+        help="the service's kafka.library; repeat for several (default: both, one run each)",
+    )
     args = parser.parse_args(argv)
+    args.library = args.library or LIBRARIES
     res = collect(args)
-    ours, base, floor = res["ours"], res["baseline"], res["floor"]
-    nocrc = res["floor_no_crc"]
+    base, floor = res["baseline"], res["floor"]
+    nocrc, floor_ck = res["floor_no_crc"], res["floor_confluent"]
     if args.json:
         emit_json({"benchmark": "e2e", **res})
         return 0
@@ -460,22 +537,27 @@ def main(argv: list[str] | None = None) -> int:
     mib = 1024 * 1024
     print(
         f"{m['cpu']} ({m['cores']} cores, shared by broker, Redis, service and this script), "
-        f"Python {m['python']}, kafka-python {v['kafka-python']}, redis-py {v['redis']}\n"
+        f"Python {m['python']}, kafka-python {v['kafka-python']}, confluent-kafka "
+        f"{confluent_version()}, redis-py {v['redis']}\n"
         f"{res['events']:,} events on {res['partitions']} partitions, produced in "
         f"{res['produce_s']:.1f} s ({fmt_rate(res['produce_rate'])}) before timing\n"
     )
-    cp = ours["checkpoint_bytes"]
-    rows = [
-        [
-            "ours: 1 streamdrift run process"
-            + ("" if ours["check_crcs"] else ", check_crcs=False"),
-            f"{ours['events']:,}",
-            f"{fmt_rate(ours['wall_rate'])} ({ours['wall_s']:.1f} s)",
-            f"{fmt_rate(ours['steady_rate'])} ({ours['steady_s']:.1f} s)",
-            f"{ours['peak_rss_bytes'] / mib:.0f} MiB",
-            f"{sum(cp) / 1024:.0f} KiB ({len(cp)} x ~{max(cp) / 1024:.0f} KiB)",
-            f"{ours['alerts']:,}",
-        ],
+    rows = []
+    for library, ours in res["ours"].items():
+        cp = ours["checkpoint_bytes"]
+        rows.append(
+            [
+                f"ours: 1 streamdrift run process, {library}"
+                + ("" if ours["check_crcs"] else ", check_crcs=False"),
+                f"{ours['events']:,}",
+                f"{fmt_rate(ours['wall_rate'])} ({ours['wall_s']:.1f} s)",
+                f"{fmt_rate(ours['steady_rate'])} ({ours['steady_s']:.1f} s)",
+                f"{ours['peak_rss_bytes'] / mib:.0f} MiB",
+                f"{sum(cp) / 1024:.0f} KiB ({len(cp)} x ~{max(cp) / 1024:.0f} KiB)",
+                f"{ours['alerts']:,}",
+            ]
+        )
+    rows += [
         [
             "baseline: naive per-event consumer",
             f"{base['events']:,}",
@@ -504,6 +586,18 @@ def main(argv: list[str] | None = None) -> int:
             "-",
         ],
     ]
+    if floor_ck is not None:
+        rows.append(
+            [
+                "floor: confluent-kafka consume + discard",
+                f"{floor_ck['events']:,}",
+                "-",
+                f"{fmt_rate(floor_ck['rate'])} ({floor_ck['seconds']:.1f} s)",
+                "-",
+                "-",
+                "-",
+            ]
+        )
     print_table(
         [
             "case",
@@ -516,15 +610,19 @@ def main(argv: list[str] | None = None) -> int:
         ],
         rows,
     )
-    print(
-        f"\nours/baseline: {res['ratio_steady_baseline']:.1f}x steady, "
-        f"{res['ratio_wall_baseline']:.1f}x wall; ours/floor (same check_crcs): "
-        f"{res['ratio_steady_floor']:.2f}x steady; "
-        f"first checkpoint {ours['first_checkpoint_s']:.1f} s after start; service CPU "
-        f"{ours['service_cpu_s']:.1f} s ({ours['service_cpu_s'] / ours['wall_s']:.0%} of a core), "
-        f"this script while watching {ours['watcher_cpu_s']:.1f} s; "
-        f"topics deleted: {', '.join(res['topics_deleted'])}"
-    )
+    print()
+    for library, ours in res["ours"].items():
+        r = res["ratios"][library]
+        print(
+            f"{library}: ours/baseline {r['steady_baseline']:.1f}x steady, "
+            f"{r['wall_baseline']:.1f}x wall; ours/floor (same client): "
+            f"{r['steady_floor']:.2f}x steady; first checkpoint {ours['first_checkpoint_s']:.1f} s "
+            f"after start; service CPU {ours['service_cpu_s']:.1f} s "
+            f"({ours['service_cpu_s'] / ours['wall_s']:.0%} of a core, "
+            f"{ours['service_cpu_s'] / ours['events'] * 1e6:.1f} us/event), this script while "
+            f"watching {ours['watcher_cpu_s']:.1f} s"
+        )
+    print(f"topics deleted: {', '.join(res['topics_deleted'])}")
     return 0
 
 

@@ -274,9 +274,12 @@ class ConfluentConsumer:
         messages = self._c.consume(max_records or self._max_records, timeout_ms / 1000)
         out: dict[Any, list[Any]] = {}
         by_key: dict[tuple[str, int], list[Any]] = {}
+        # RawRecord through tuple.__new__: the NamedTuple constructor was 4% of the service's
+        # main thread in a py-spy profile (0.8 vs 0.34 us a record).
+        make = tuple.__new__
         for m in messages:
-            error = m.error()
-            if error is not None:
+            if m.error() is not None:
+                error = m.error()
                 if error.fatal():
                     raise _ClientError(error)
                 log.warning("Kafka consumer: %s", error.str())
@@ -287,9 +290,8 @@ class ConfluentConsumer:
                 records = by_key[(topic, partition)] = []
                 out[TopicPartition(topic, partition)] = records
             ts_type, ts = m.timestamp()
-            records.append(
-                RawRecord(m.value(), topic, partition, m.offset(), ts if ts_type else None, m.key())
-            )
+            value = (m.value(), topic, partition, m.offset(), ts if ts_type else None, m.key())
+            records.append(make(RawRecord, value))
         return out
 
     def seek(self, tp: Any, offset: int) -> None:
