@@ -62,6 +62,23 @@ def confluent_version() -> str:
     return f"{confluent_kafka.__version__} (librdkafka {confluent_kafka.libversion()[0]})"
 
 
+def machine_speed_us(raw: list[bytes]) -> float:
+    """Median of 3 ``orjson.loads`` passes over 100,000 of the events, in us per event: how
+    fast this machine is during this run (figures from runs on a slower moment scale with it)."""
+    import statistics
+
+    import orjson
+
+    sample = raw[:100_000]
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for value in sample:
+            orjson.loads(value)
+        times.append((time.perf_counter() - start) / len(sample) * 1e6)
+    return statistics.median(times)
+
+
 def dev_address(script: str, var: str) -> str:
     out = subprocess.run(
         [str(REPO / "scripts" / script), "env"], capture_output=True, text=True, check=True
@@ -142,6 +159,7 @@ def write_config(
     group: str,
     check_crcs: bool = True,
     library: str = "kafka-python",
+    metrics_port: int = 0,
 ) -> None:
     doc: dict[str, Any] = {
         "kafka": {
@@ -154,7 +172,7 @@ def write_config(
         },
         "redis": {"url": redis_url, "key_prefix": prefix},
         "checkpoint": {"every_seconds": 1.0},
-        "metrics": {"port": 0},
+        "metrics": {"port": metrics_port},
         "log_level": "WARNING",
     }
     if not check_crcs:
@@ -221,7 +239,8 @@ def run_service(
     prefix, group = f"bench-e2e-{run_id}", f"bench-e2e-{run_id}"
     config = workdir / "service.yaml"
     log_path = workdir / "service.log"
-    write_config(config, bootstrap, redis_url, topic, prefix, group, check_crcs, library)
+    port = free_port()
+    write_config(config, bootstrap, redis_url, topic, prefix, group, check_crcs, library, port)
     store = RedisStore(redis_url, prefix)
     total = sum(ends)
     alerts_before = sum(end_offsets(bootstrap, f"{topic}-alerts", PARTITIONS))
@@ -256,6 +275,7 @@ def run_service(
                 time.sleep(0.1)
             own_cpu_s = _cpu_s(me) - own_cpu_s
             service_cpu_s = _cpu_s(psutil.Process(proc.pid))
+            checkpoint_times = checkpoint_quantiles(port)
         finally:
             sampler.stop_flag.set()
             proc.terminate()
@@ -286,9 +306,54 @@ def run_service(
         "library": library,
         "watcher_cpu_s": own_cpu_s,
         "checkpoint_bytes": sizes,
+        "checkpoint_seconds": checkpoint_times,
         # runs share the alert topic: this run's alerts are what it added
         "alerts": sum(end_offsets(bootstrap, f"{topic}-alerts", PARTITIONS)) - alerts_before,
         "log_tail": log_path.read_text(errors="replace")[-2000:],
+    }
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def checkpoint_quantiles(port: int) -> dict[str, float]:
+    """p50/p99 of the service's ``checkpoint_seconds`` histogram, interpolated within buckets as
+    Prometheus' ``histogram_quantile`` does (what a Grafana panel shows), plus count and mean."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    buckets: list[tuple[float, float]] = []
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith("streamdrift_checkpoint_seconds_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+        elif line.startswith("streamdrift_checkpoint_seconds_sum"):
+            total = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("streamdrift_checkpoint_seconds_count"):
+            count = float(line.rsplit(" ", 1)[1])
+
+    def quantile(q: float) -> float:
+        rank, lower, below = q * count, 0.0, 0.0
+        for upper, cumulative in buckets:
+            if cumulative >= rank:
+                if upper == float("inf"):
+                    return lower
+                inside = cumulative - below
+                return lower + (upper - lower) * ((rank - below) / inside if inside else 0.0)
+            lower, below = upper, cumulative
+        return float("nan")
+
+    return {
+        "count": count,
+        "mean": total / count if count else float("nan"),
+        "p50": quantile(0.5),
+        "p99": quantile(0.99),
     }
 
 
@@ -447,6 +512,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     create_topics(bootstrap, topics, PARTITIONS)
     try:
         produce_s = produce(bootstrap, topic, raw, PARTITIONS)
+        speed_us = machine_speed_us(raw)
         del raw
         ends = end_offsets(bootstrap, topic, PARTITIONS)
         if sum(ends) != n:
@@ -477,6 +543,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         "generate_s": gen_s,
         "produce_s": produce_s,
         "produce_rate": n / produce_s,
+        "orjson_us_per_event": speed_us,
         "ours": ours_by,
         "baseline": naive,
         "floor": floor,
@@ -540,11 +607,12 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {m['python']}, kafka-python {v['kafka-python']}, confluent-kafka "
         f"{confluent_version()}, redis-py {v['redis']}\n"
         f"{res['events']:,} events on {res['partitions']} partitions, produced in "
-        f"{res['produce_s']:.1f} s ({fmt_rate(res['produce_rate'])}) before timing\n"
+        f"{res['produce_s']:.1f} s ({fmt_rate(res['produce_rate'])}) before timing; machine "
+        f"speed: orjson.loads {res['orjson_us_per_event']:.2f} us/event in this run\n"
     )
     rows = []
     for library, ours in res["ours"].items():
-        cp = ours["checkpoint_bytes"]
+        cp, ct = ours["checkpoint_bytes"], ours["checkpoint_seconds"]
         rows.append(
             [
                 f"ours: 1 streamdrift run process, {library}"
@@ -553,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{fmt_rate(ours['wall_rate'])} ({ours['wall_s']:.1f} s)",
                 f"{fmt_rate(ours['steady_rate'])} ({ours['steady_s']:.1f} s)",
                 f"{ours['peak_rss_bytes'] / mib:.0f} MiB",
+                f"{ct['p50'] * 1000:.0f} / {ct['p99'] * 1000:.0f} ms ({ct['count']:.0f})",
                 f"{sum(cp) / 1024:.0f} KiB ({len(cp)} x ~{max(cp) / 1024:.0f} KiB)",
                 f"{ours['alerts']:,}",
             ]
@@ -564,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
             "-",
             f"{fmt_rate(base['rate'])} ({base['seconds']:.1f} s)",
             "-",
+            "every event",
             f"{base['state_bytes'] / 1024:.0f} KiB per partition, per event",
             f"{base['alerts']:,}",
         ],
@@ -575,12 +645,14 @@ def main(argv: list[str] | None = None) -> int:
             "-",
             "-",
             "-",
+            "-",
         ],
         [
             "floor, check_crcs=False",
             f"{nocrc['events']:,}",
             "-",
             f"{fmt_rate(nocrc['rate'])} ({nocrc['seconds']:.1f} s)",
+            "-",
             "-",
             "-",
             "-",
@@ -596,6 +668,7 @@ def main(argv: list[str] | None = None) -> int:
                 "-",
                 "-",
                 "-",
+                "-",
             ]
         )
     print_table(
@@ -605,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
             "wall: start to last checkpoint",
             "steady (1st message or checkpoint to last)",
             "peak RSS",
+            "checkpoint p50 / p99 (n)",
             "checkpoint size",
             "alerts",
         ],

@@ -52,3 +52,43 @@ def test_bench_scaling_quick_json_shape(redis_url: str) -> None:
     assert ckpt["redis_save_s"] > 0
     assert ckpt["checkpoint_s"] == ckpt["to_state_s"] + ckpt["redis_save_s"]
     assert doc["summary"]["largest_models"] == models[-1]["models"]
+
+
+def test_bench_e2e_quick_json_both_clients(kafka_bootstrap: str, redis_url: str) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_e2e",
+            "--json",
+            "--events",
+            "6000",
+            "--baseline-events",
+            "300",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--redis",
+            redis_url,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["benchmark"] == "e2e" and doc["events"] == 6000
+    assert set(doc["ours"]) == {"kafka-python", "confluent-kafka"}
+    alerts = {run["alerts"] for run in doc["ours"].values()}
+    assert len(alerts) == 1  # both clients: the same events, the same alerts
+    for library, run in doc["ours"].items():
+        assert run["library"] == library and run["events"] == 6000
+        assert run["checkpoint_seconds"]["count"] >= 1
+        assert 0 < run["checkpoint_seconds"]["p50"] <= run["checkpoint_seconds"]["p99"]
+        assert len(run["checkpoint_bytes"]) == doc["partitions"]
+        ratios = doc["ratios"][library]
+        assert ratios["wall_baseline"] > 0  # (steady needs more events than one checkpoint)
+    for floor in ("floor", "floor_no_crc", "floor_confluent"):
+        assert doc[floor]["events"] == 6000 and doc[floor]["rate"] > 0
+    assert doc["baseline"]["events"] == 300 and doc["orjson_us_per_event"] > 0
