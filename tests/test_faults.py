@@ -158,10 +158,18 @@ def private_redis(tmp_path: Path):
         subprocess.run([server.script, "stop"], env=server.env, check=False, capture_output=True)
 
 
-def _config(tmp_path: Path, bootstrap: str, topic: str, redis_url: str, prefix: str, **kw: Any):
+def _config(
+    tmp_path: Path,
+    bootstrap: str,
+    topic: str,
+    redis_url: str,
+    prefix: str,
+    library: str = "kafka-python",
+    **kw: Any,
+):
     # The broker's minimum session timeout: a killed instance's partitions move on sooner.
     client = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
-    kw["extra"] = {"kafka": {"client": client}, **kw.get("extra", {})}
+    kw["extra"] = {"kafka": {"client": client, "library": library}, **kw.get("extra", {})}
     return write_config(
         tmp_path / f"{prefix}.yaml",
         bootstrap=bootstrap,
@@ -317,7 +325,10 @@ def test_redis_restarted_empty_while_the_service_was_down(
 # -- Kafka ---------------------------------------------------------------------------------------
 
 
-def test_kafka_broker_restarted_mid_stream(tmp_path: Path, redis_url: str, redis_factory) -> None:
+@pytest.mark.parametrize("library", ["kafka-python", "confluent-kafka"])
+def test_kafka_broker_restarted_mid_stream(
+    tmp_path: Path, redis_url: str, redis_factory, library: str
+) -> None:
     kafka = PrivateServer("kafka.sh", tmp_path / "kafka", KAFKA_PORT=str(free_port()))
     kafka("start")
     try:
@@ -328,8 +339,9 @@ def test_kafka_broker_restarted_mid_stream(tmp_path: Path, redis_url: str, redis
         admin.create_topics([NewTopic(topic, 1, 1), NewTopic(f"{topic}-alerts", 1, 1)])
         admin.close()
         path = _config(
-            tmp_path, bootstrap, topic, redis_url, prefix, every_events=1000, every_seconds=0.5
-        )
+            tmp_path, bootstrap, topic, redis_url, prefix, library,
+            every_events=1000, every_seconds=0.5,
+        )  # fmt: skip
         values = _stream()
         first = 2000
         produce(bootstrap, topic, values[:first], key=b"fraud-v3")
@@ -359,8 +371,9 @@ def test_kafka_broker_restarted_mid_stream(tmp_path: Path, redis_url: str, redis
         kafka("stop")
 
 
+@pytest.mark.parametrize("library", ["kafka-python", "confluent-kafka"])
 def test_alert_topic_unavailable_for_a_while(
-    tmp_path: Path, kafka_bootstrap: str, redis_url: str, topic_factory, redis_factory
+    tmp_path: Path, kafka_bootstrap: str, redis_url: str, topic_factory, redis_factory, library: str
 ) -> None:
     """The broker refuses every alert (topic max.message.bytes below an alert) for a while."""
     topic = topic_factory(partitions=1)
@@ -370,7 +383,7 @@ def test_alert_topic_unavailable_for_a_while(
     admin.create_topics([NewTopic(alert_topic, 1, 1, topic_configs={"max.message.bytes": "64"})])
     port = free_port()
     path = _config(
-        tmp_path, kafka_bootstrap, topic, redis_url, prefix, every_events=500,
+        tmp_path, kafka_bootstrap, topic, redis_url, prefix, library, every_events=500,
         every_seconds=0.3, extra={"metrics": {"port": port}},
     )  # fmt: skip
     values = _stream()
