@@ -125,6 +125,26 @@ def test_scores_match_an_event_by_event_reference() -> None:
     np.testing.assert_allclose(det.last_scores, expected, rtol=0, atol=1e-12)
 
 
+def test_narrow_dtypes_hold_every_feature_index_and_mass() -> None:
+    # The forest is most of a model's memory: 1-byte split dimensions and 2-byte masses by default.
+    small = HalfSpaceTrees(n_trees=10, height=8, limits=[(0, 1)] * 10)
+    assert small._dim.dtype == np.int8 and small._r.dtype == small._l.dtype == np.uint16
+    assert small._dim.nbytes + small._r.nbytes + small._l.nbytes == 5 * 10 * 511
+    # Split dimensions are int8 up to 128 features: 200 need int16, and routing stays exact.
+    x = np.random.default_rng(4).random((80, 200))
+    det = HalfSpaceTrees(n_trees=3, height=6, window=20, limits=[(0, 1)] * 200, seed=2)
+    assert det._dim.dtype == np.int16 and int(det._dim.max()) >= 128
+    expected = _reference_scores(det, x)
+    det.update(x)
+    np.testing.assert_allclose(det.last_scores, expected, rtol=0, atol=1e-12)
+    # Masses are uint16 up to a 65,535-event window: a larger window needs uint32 at the root.
+    big = HalfSpaceTrees(n_trees=2, height=3, window=70_000, limits=[(0, 1)] * 2, seed=3)
+    big.update(np.random.default_rng(5).random((70_001, 2)))
+    assert big._r.dtype == np.uint32 and (big._r.reshape(2, -1)[:, 0] == 70_000).all()
+    restored = HalfSpaceTrees.from_state(msgpack.unpackb(msgpack.packb(big.to_state())))
+    assert (restored._r == big._r).all() and restored.to_state() == big.to_state()
+
+
 def test_learned_workspace_matches_configured_one_built_from_the_warm_up() -> None:
     x = _stream(300, 1, bad=0.0)
     learned = HalfSpaceTrees(**SMALL, seed=5)

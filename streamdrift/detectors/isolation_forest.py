@@ -68,7 +68,8 @@ from streamdrift.errors import StateError
 __all__ = ["HalfSpaceTrees"]
 
 IntArray = npt.NDArray[np.intp]
-MassArray = npt.NDArray[np.int32]
+DimArray = npt.NDArray[np.signedinteger[Any]]  # int8/int16/int32: the smallest that holds f
+MassArray = npt.NDArray[np.unsignedinteger[Any]]  # uint16 (window <= 65535) or uint32
 BoolArray = npt.NDArray[np.bool_]
 _F8, _I4, _U1 = np.dtype("<f8"), np.dtype("<i4"), np.dtype("<u1")
 MAX_TREES = 10_000
@@ -207,13 +208,16 @@ class HalfSpaceTrees:
         # child = 2·parent + 1 + right in local indices; 2·g + (1 − offset) + right in global ones
         self._child_base: IntArray = 1 - self._offsets
         self._n_features: int | None = None if self.limits is None else len(self.limits)
+        # Masses never exceed `window` (a node holds at most one window's events): uint16 for
+        # the default window halves them, 10,000 models x 10 trees x 511 nodes x 2 profiles.
+        self._mass_dtype = np.dtype(np.uint16 if self.window <= 0xFFFF else np.uint32)
         self._built = False
-        self._dim: IntArray = np.zeros(0, dtype=np.intp)  # flat (n_trees·n_nodes), leaves 0
+        self._dim: DimArray = np.zeros(0, dtype=np.int8)  # flat (n_trees·n_nodes), leaves 0
         self._value: FloatArray = np.zeros(0)  # flat, leaves +inf
         self._ws_lo: FloatArray = np.zeros(0)  # (n_trees, n_features) per-tree workspace
         self._ws_hi: FloatArray = np.zeros(0)
-        self._r: MassArray = np.zeros(0, dtype=np.int32)
-        self._l: MassArray = np.zeros(0, dtype=np.int32)
+        self._r: MassArray = np.zeros(0, dtype=self._mass_dtype)
+        self._l: MassArray = np.zeros(0, dtype=self._mass_dtype)
         self._has_reference = False
         self._in_window = 0
         self._warm: list[FloatArray] = []
@@ -259,9 +263,13 @@ class HalfSpaceTrees:
             box_hi = np.stack([left_hi, box_hi], axis=2).reshape(t, 2 * count, f)
         self._set_trees(dim.ravel(), value.ravel())
 
-    def _set_trees(self, dim: IntArray, value: FloatArray) -> None:
-        self._dim, self._value = dim, value
-        self._r = np.zeros(self.n_trees * self._n_nodes, dtype=np.int32)
+    def _set_trees(self, dim: npt.NDArray[np.integer[Any]], value: FloatArray) -> None:
+        # The smallest signed dtype that holds every feature index (int8 up to 128 features):
+        # routing reads it into a same-dtype buffer, then adds the row offsets into intp.
+        n_features = self._n_features or 1
+        small = np.int8 if n_features <= 0x80 else np.int16 if n_features <= 0x8000 else np.int32
+        self._dim, self._value = dim.astype(small), value
+        self._r = np.zeros(self.n_trees * self._n_nodes, dtype=self._mass_dtype)
         self._l = np.zeros_like(self._r)
         self._built = True
 
@@ -273,12 +281,13 @@ class HalfSpaceTrees:
         rows = (np.arange(n, dtype=np.intp) * f)[:, None]
         flat = x.ravel()
         at = np.empty((n, self.n_trees), dtype=np.intp)
+        dim = np.empty(at.shape, dtype=self._dim.dtype)  # np.take's out must be of its dtype
         xv, cut = np.empty(at.shape), np.empty(at.shape)
         right = np.empty(at.shape, dtype=np.bool_)
         for d in range(self.height):
             node, child = paths[d], paths[d + 1]
-            np.take(self._dim, node, out=at)
-            at += rows
+            np.take(self._dim, node, out=dim)
+            np.add(dim, rows, out=at)
             np.take(flat, at, out=xv)
             np.take(self._value, node, out=cut)
             np.greater_equal(xv, cut, out=right)  # river's convention: value < split goes left
@@ -330,7 +339,8 @@ class HalfSpaceTrees:
         pad = 0.5 * np.maximum(np.abs(lo), 1.0)
         self._build(np.where(flat, lo - pad, lo), np.where(flat, hi + pad, hi))
         self._warm, self._warm_n = [], 0
-        self._l += np.bincount(self._route(warm).ravel(), minlength=self._l.size).astype(np.int32)
+        counts = np.bincount(self._route(warm).ravel(), minlength=self._l.size)
+        self._l += counts.astype(self._l.dtype)
         self._swap()
         return take
 
@@ -363,10 +373,11 @@ class HalfSpaceTrees:
             self._n_scored += s.size
         idx = seg.ravel()
         if idx.size * 8 >= self._l.size:
-            self._l += np.bincount(idx, minlength=self._l.size).astype(np.int32)
+            self._l += np.bincount(idx, minlength=self._l.size).astype(self._l.dtype)
         else:  # deep trees: touching only the visited nodes beats a full-size bincount
-            # an int32 increment array keeps np.add.at on its fast path (a scalar 1 is 100x slower)
-            np.add.at(self._l, idx, np.ones(idx.size, dtype=np.int32))
+            # a same-dtype increment array keeps np.add.at on its fast path (a scalar 1 is 100x
+            # slower)
+            np.add.at(self._l, idx, np.ones(idx.size, dtype=self._l.dtype))
         self._in_window += b - a
         if self._in_window == self.window:
             self._swap()
@@ -569,14 +580,15 @@ class HalfSpaceTrees:
         leaves = np.zeros(t * n_leaves, dtype=np.int64)
         np.add.at(leaves, index, count)
         level = leaves.reshape(t, n_leaves)
-        full = np.zeros((t, self._n_nodes), dtype=np.int32)
+        full = np.zeros((t, self._n_nodes), dtype=np.int64)
         for depth in range(self.height, -1, -1):
             full[:, 2**depth - 1 : 2 ** (depth + 1) - 1] = level
             if depth:
                 level = level.reshape(t, -1, 2).sum(axis=2)
         if not (full[:, 0] == total).all():
             raise ValueError(f"every tree's mass must sum to {total} events")
-        return full.ravel()
+        # counts are positive and every root holds total <= window: every node fits the dtype
+        return full.astype(self._mass_dtype).ravel()
 
 
 def _array(raw: object, dtype: np.dtype[Any], shape: tuple[int, ...] | None) -> Any:
