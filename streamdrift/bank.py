@@ -27,6 +27,7 @@ import numpy as np
 from streamdrift.alerts import SEVERITIES, Alert, CooldownPolicy, alert_id, severity_for
 from streamdrift.config import Config, FeatureType
 from streamdrift.detectors import CATEGORICAL, MULTIVARIATE, NUMERIC, Detector, detector_from_state
+from streamdrift.detectors.base import MAX_COUNT
 from streamdrift.errors import StateError
 from streamdrift.events import DecodedBatch, Decoder, ModelColumns
 from streamdrift.labels import LabelJoiner
@@ -64,7 +65,14 @@ class BankCounters:
 
     @classmethod
     def from_state(cls, state: list[int]) -> BankCounters:
-        return cls(*(int(x) for x in state))
+        return cls(*(_count("counters", x) for x in state))
+
+
+def _count(name: str, value: object) -> int:
+    """A count from a state document; ``StateError`` unless it is in [0, 2**62)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_COUNT:
+        return value
+    raise StateError(f"bank state: {name} must be integers in [0, 2**62), got {value!r}")
 
 
 @dataclass(slots=True)
@@ -112,7 +120,8 @@ class DetectorBank:
             alerts.extend(self._process_model(model_id, cols, detected_at, observer))
             offsets = cols.offsets
             self.counters.n_events += len(offsets)
-            self.counters.offset_sum += int(offsets.sum())
+            # modulo 2**62: a checksum, and it must not outgrow a msgpack integer on long streams
+            self.counters.offset_sum = (self.counters.offset_sum + int(offsets.sum())) % MAX_COUNT
             self.counters.offset_xor ^= int(np.bitwise_xor.reduce(offsets)) if len(offsets) else 0
         alerts.sort(key=lambda a: (a.offset, a.detector, a.feature or ""))
         if self.labels is not None:
@@ -308,7 +317,8 @@ class DetectorBank:
             bank.decoder.load_types_state(doc["types"])
             bank.counters = BankCounters.from_state(doc["counters"])
             bank.policy.load_state(doc["policy"])
-            bank._model_seen = {str(k): int(v) for k, v in doc["model_seen"].items()}
+            seen = doc["model_seen"].items()
+            bank._model_seen = {str(k): _count("model_seen", v) for k, v in seen}
             for model, feature, kind, det_state in doc["streams"]:
                 stream = _Stream(feature, kind, detector_from_state(det_state))
                 bank._streams.setdefault(model, {}).setdefault(feature, []).append(stream)

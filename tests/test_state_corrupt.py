@@ -409,3 +409,26 @@ def test_the_forbidden_pattern_catches_what_it_should() -> None:
         assert _FORBIDDEN.search(bad), bad
     for fine in ["yaml.safe_load(f)", "self.evaluate(x)", "orjson.loads(b)", "msgpack.unpackb(b)"]:
         assert not _FORBIDDEN.search(fine), fine
+
+
+def _leaf(doc: Any, path: tuple[Any, ...]) -> Any:
+    for key in path:
+        doc = doc[key]
+    return doc
+
+
+INT_PATHS = [
+    p for p in BANK_PATHS if isinstance(_leaf(DOC, p), int) and not isinstance(_leaf(DOC, p), bool)
+]
+
+
+@pytest.mark.parametrize("value", [2**64 - 1, 2**63, 2**62])
+def test_huge_counts_are_refused_not_saved_into_an_overflow(value: int) -> None:
+    # A count near msgpack's 64-bit limit restored, then counted on, made the next checkpoint
+    # fail with OverflowError (hypothesis found n_seen = 2**64 - 1): every one must be refused.
+    for path in INT_PATHS:
+        doc = _replace(DOC, path, value)
+        try:
+            assert_usable_or_state_error(msgpack.packb(doc, use_bin_type=True))
+        except Exception as exc:  # report which path
+            raise AssertionError(f"{path} = {value}: {exc!r}") from exc

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamdrift.detectors.base import (
+    MAX_COUNT,
     FloatArray,
     Signal,
     StateDoc,
@@ -59,10 +60,12 @@ def chi2_isf(alpha: float, dof: int) -> float:
 
 
 def _integer(name: str, value: object, low: int) -> int:
-    if value.__class__ is int and value >= low:
+    if value.__class__ is int and low <= value < MAX_COUNT:
         return value
     if isinstance(value, bool) or not isinstance(value, Integral) or int(value) < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if int(value) >= MAX_COUNT:
+        raise ValueError(f"{name} must be below 2**62, got {value!r}")
     return int(value)
 
 

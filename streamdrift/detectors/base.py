@@ -31,6 +31,7 @@ import numpy.typing as npt
 from streamdrift.errors import StateError
 
 __all__ = [
+    "MAX_COUNT",
     "Detector",
     "FloatArray",
     "Signal",
@@ -43,6 +44,10 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 StateDoc = dict[str, Any]
+
+MAX_COUNT = 1 << 62
+"""Upper bound of any count or position read from a state document: far beyond any real stream,
+and far enough below msgpack's 64-bit integers that counting on cannot overflow the next save."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamdrift.detectors.base import (
+    MAX_COUNT,
     FloatArray,
     Signal,
     StateDoc,
@@ -80,9 +81,9 @@ _MAX_DETAIL_VALUES = 20  # signals carry the row's values when it has at most th
 def _integer(name: str, value: object, low: int, high: int | None = None) -> int:
     if not isinstance(value, bool) and isinstance(value, Integral):
         v = int(value)
-        if low <= v and (high is None or v <= high):
+        if low <= v < MAX_COUNT and (high is None or v <= high):
             return v
-    valid = f">= {low}" if high is None else f"in [{low}, {high}]"
+    valid = f">= {low} and below 2**62" if high is None else f"in [{low}, {high}]"
     raise ValueError(f"{name} must be an integer {valid}, got {value!r}")
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamdrift.detectors.base import (
+    MAX_COUNT,
     FloatArray,
     Signal,
     StateDoc,
@@ -470,10 +471,9 @@ class PageHinkley:
             if float in types and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             setattr(self, "_" + name, value)
-        if (
-            self._n < 0
-            or self._n_detections < 0
-            or (self._block and not 0 <= self._k < self._block)
+        counts = (self._n, self._n_detections, self._n_at_up, self._n_at_down, self._k)
+        if not all(0 <= c < MAX_COUNT for c in counts) or (
+            self._block and not 0 <= self._k < self._block
         ):
             raise StateError("page_hinkley state counters are out of range; reset the state")
         if self.mode == "sigma" and (self._sigma is None) != (self._n < self._start):
@@ -553,3 +553,5 @@ def _number(name: str, value: object) -> float:
 def _integer(name: str, value: object, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if value >= MAX_COUNT:
+        raise ValueError(f"{name} must be below 2**62, got {value!r}")
