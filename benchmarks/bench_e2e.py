@@ -275,6 +275,14 @@ def run_service(
                 time.sleep(0.1)
             own_cpu_s = _cpu_s(me) - own_cpu_s
             service_cpu_s = _cpu_s(psutil.Process(proc.pid))
+            # The histogram is observed after the Redis write (and the Kafka commit) that the loop
+            # above waited for: give the last checkpoint a moment to be counted.
+            checkpoint_times = checkpoint_quantiles(port)
+            settle = time.perf_counter() + 5.0
+            while checkpoint_times["count"] < 1 and time.perf_counter() < settle:
+                time.sleep(0.1)
+                checkpoint_times = checkpoint_quantiles(port)
+            time.sleep(0.3)
             checkpoint_times = checkpoint_quantiles(port)
         finally:
             sampler.stop_flag.set()
