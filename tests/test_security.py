@@ -165,12 +165,17 @@ def test_kafka_sasl_connects_with_the_right_credentials(
     tp = TopicPartition(topic, 0)
     consumer.assign([tp])
     consumer.seek_to_beginning(tp)
+    assert _first_messages(consumer, 20) == [b"hello"]
+
+
+def _first_messages(consumer: Any, seconds: float) -> list[bytes]:
+    """The values of the first non-empty poll within ``seconds``; closes the consumer."""
     got: list[bytes] = []
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + seconds
     while not got and time.monotonic() < deadline:
         got = [r.value for rs in consumer.poll(timeout_ms=500).values() for r in rs]
     consumer.close()
-    assert got == [b"hello"]
+    return got
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
@@ -238,12 +243,7 @@ def test_confluent_sasl_connects_with_the_right_credentials(
     producer.close()
     consumer = make_consumer(config, group_id=f"sec-{uuid.uuid4().hex[:8]}")
     consumer.subscribe([topic])
-    got: list[bytes] = []
-    deadline = time.monotonic() + 30
-    while not got and time.monotonic() < deadline:
-        got = [r.value for rs in consumer.poll(timeout_ms=500).values() for r in rs]
-    consumer.close()
-    assert got == [b"hello"]
+    assert _first_messages(consumer, 30) == [b"hello"]
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
